@@ -1,0 +1,52 @@
+"""Part 1-1, Problem 1: the fixed SimpleCNN trained with the original recipe.
+
+    python -m experiments.cifar_simple_cnn --data-dir ~/.cache/jaxhw-data
+
+Original setup: images normalised to [-1, 1], SGD lr 0.001 momentum 0.9, batch 8,
+2 epochs, loss printed every 2000 mini-batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optax
+
+from jaxhw import cli, config
+from jaxhw.config import flag
+from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
+from jaxhw.models import SimpleCNN
+from jaxhw.train import RunningLossPrinter
+
+
+@dataclasses.dataclass
+class Config(RunConfig):
+    epochs: int = flag(2, "passes over the 50,000 training images")
+    batch_size: int = flag(8, "images per SGD step")
+    learning_rate: float = flag(0.001, "SGD learning rate")
+    momentum: float = flag(0.9, "SGD momentum")
+    print_every: int = flag(2000, "print the mean loss of every this many mini-batches")
+
+
+def printouts(event: str, value) -> None:
+    if event == "finished":
+        print("Finished Training")
+    elif event == "saved":
+        print("Saved Trained Model")
+    elif event == "accuracy":
+        accuracy, n = value
+        print(f"Accuracy of the network on the {n} test images: {int(100 * accuracy)} %")
+
+
+def main(argv=None) -> None:
+    cfg = config.parse(Config, __doc__, argv)
+    train_image_classifier(
+        "cifar_simple_cnn", cfg, dataset="cifar10", model=SimpleCNN(),
+        make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
+        epochs=cfg.epochs, batch_size=cfg.batch_size,
+        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts)
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,140 @@
+"""What image-classification experiments share: common flags, and one function that loads
+the data, trains with the engine (resuming if asked), and writes the results.
+
+An experiment module is then a config dataclass, a model, an optimizer and a call to
+:func:`train_image_classifier`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+import optax
+
+from jaxhw.config import ConfigError, flag
+from jaxhw.data import crop_and_flip, get_spec, load_split, normalize
+from jaxhw.train import (Hook, Trainer, classification_loss, count_params, open_run,
+                         per_class_table, write_json)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """Flags every experiment has."""
+
+    data_dir: str | None = flag(None, "local dataset directory in the plain layout (else "
+                                      "$JAXHW_DATA_DIR, else TensorFlow Datasets downloads it)")
+    checkpoint_dir: str | None = flag(None, "where checkpoints, history and results go "
+                                            "(default: checkpoints/<experiment>)")
+    resume: bool = flag(False, "continue from the latest checkpoint in --checkpoint-dir")
+    overwrite: bool = flag(False, "delete the checkpoints already in --checkpoint-dir and "
+                                  "start over")
+    seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)")
+    train_limit: int = flag(0, "train on a random subset of this many images (0 = all)")
+    test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+    """Device-side ``(key, uint8 images, train) -> float images``: scale to [0, 1],
+    normalise per channel, and when training apply crop (``pad`` pixels) and flip."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    pad: int = 0
+    flip: bool = False
+
+    def __call__(self, key: jax.Array, images: jax.Array, train: bool) -> jax.Array:
+        x = normalize(images, self.mean, self.std)
+        if train and (self.pad or self.flip):
+            x = crop_and_flip(key, x, self.pad, self.flip)
+        return x
+
+
+def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not limit or limit >= len(y):
+        return x, y
+    # Files are grouped by class: take a random subset, never the first rows.
+    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:limit])
+    return x[idx], y[idx]
+
+
+def train_image_classifier(
+        name: str, cfg: RunConfig, *, dataset: str, model: nn.Module,
+        make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
+        preprocess: Preprocess, label_smoothing: float = 0.0, tta_flip: bool = False,
+        hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
+        printouts: Callable[[str, Any], None] | None = None) -> dict:
+    """Train ``model`` on ``dataset`` and write ``results.json``, the per-class table and
+    the confusion-matrix plot next to the checkpoints.
+
+    ``make_tx(steps_per_epoch)`` builds the optimizer (schedules need the step count).
+    ``printouts(event, value)`` is told ``"finished"``, ``"saved"`` and ``"accuracy"`` (with ``(accuracy, n_test)``) so an
+    experiment can print the original notebook's lines. Returns the results dict.
+    """
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
+    spec = get_spec(dataset)
+    out_dir = Path(cfg.checkpoint_dir or Path("checkpoints") / name)
+    ckpt = open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    train = load_split(dataset, "train", cfg.data_dir)
+    test = load_split(dataset, "test", cfg.data_dir)
+    train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
+    test_x, test_y = _subset(test.images, test.labels, cfg.test_limit, cfg.seed + 1)
+    if batch_size > len(train_y):
+        raise ConfigError(f"batch size {batch_size} exceeds the {len(train_y)} training images")
+
+    steps_per_epoch = len(train_y) // batch_size
+    trainer = Trainer(model, make_tx(steps_per_epoch),
+                      loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
+                      tta_flip=tta_flip)
+    state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
+    history: list[dict] = []
+    if cfg.resume:
+        state, history, _ = trainer.resume(ckpt, state)
+        print(f"resumed from {ckpt.directory} at epoch {len(history)}")
+    train_data = trainer.put(train_x, train_y)
+    test_data = trainer.put(test_x, test_y)
+    print(f"{name}: {count_params(state.params):,} parameters, {len(train_y):,} train / "
+          f"{len(test_y):,} test images, {steps_per_epoch} steps per epoch, "
+          f"{jax.device_count()} x {jax.devices()[0].platform}")
+
+    t0 = time.perf_counter()
+    state, history = trainer.fit(
+        state, train_data, test_data, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
+        checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
+        meta={"config": dataclasses.asdict(cfg)})
+    wall = time.perf_counter() - t0
+    if printouts:
+        printouts("finished", None)
+        printouts("saved", ckpt.directory)
+
+    final = trainer.evaluate(state, test_data, eval_batch_size)
+    table = per_class_table(test_y, final.predictions, spec.class_names)
+    (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
+    from jaxhw.plotting import plot_confusion, plot_history  # matplotlib only when needed
+    plot_confusion(test_y, final.predictions, spec.class_names,
+                   ckpt.directory / "confusion_matrix.png")
+    plot_history(history, ckpt.directory / "history.png")
+    results = {
+        "experiment": name, "test_accuracy": final.accuracy, "test_loss": final.loss,
+        "test_images": len(test_y), "epochs": len(history),
+        "train_time_s": sum(r["train_time_s"] for r in history),
+        "wall_time_this_run_s": wall, "parameters": count_params(state.params),
+        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        "config": dataclasses.asdict(cfg), "history": history,
+    }
+    write_json(ckpt.directory / "results.json", results)
+    ckpt.close()
+    print(table)
+    if printouts:
+        printouts("accuracy", (final.accuracy, len(test_y)))
+    print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
+          f"history.png")
+    return results
+

@@ -1,0 +1,180 @@
+"""CNNs for CIFAR-10 (Part 1-1), NHWC throughout.
+
+* :class:`SimpleCNN` - the fixed Problem 1 network.
+* :class:`Inception`, :class:`ResidualBlock` - the Problem 2 building blocks.
+* :class:`InceptionCNN` - the handout's small Inception network (9x9 stem, one module).
+* :class:`BetterNet` - Problem 3, our CIFAR-10 network built from those blocks.
+
+BetterNet's design (why each piece is there):
+
+* **Resolution drops early.** A 3x3 stem at 32x32 with few channels, then a 2x2 max pool:
+  everything after runs at 16x16 or less. On a CPU, XLA's convolution backward pass is
+  slowest at large spatial size x batch, so this is most of the CPU speed; on a GPU it
+  simply saves FLOPs, and CIFAR's 32x32 objects survive it (airbench does the same).
+* **An Inception module at 16x16** mixes 1x1, 3x3, 5x5 and pooled views of the stem's
+  features (the Problem 2 block), widening to ``widths[0]`` channels.
+* **Residual stages** (Problem 2's ``ResidualBlock``) at 16x16, 8x8 and 4x4 with widths
+  ``widths``; the first block of each later stage halves the resolution with stride 2 and
+  a projection shortcut. Residual connections make this depth train in few epochs.
+* **Global average pooling + one dense layer**, so the head has few parameters and the
+  network does not overfit its 4x4 map position by position.
+* Batch norm after every convolution (zero-initialised scale on each block's last BN
+  would be a further trick; we keep the blocks exactly as specified).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the original.
+_BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+class SimpleCNN(nn.Module):
+    """Problem 1, fixed: conv7x7(8) - pool - conv4x4(16) - pool - 100 - 80 - 10.
+
+    ``[B, 32, 32, 3]`` -> logits ``[B, 10]``; VALID padding, so the flattened feature is
+    16 * 5 * 5 = 400 as in the original.
+    """
+
+    num_classes: int = 10
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        del train  # no dropout or batch norm
+        x = nn.relu(nn.Conv(8, (7, 7), padding="VALID")(x))          # [B, 26, 26, 8]
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 13, 13, 8]
+        x = nn.relu(nn.Conv(16, (4, 4), padding="VALID")(x))         # [B, 10, 10, 16]
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 5, 5, 16]
+        x = x.reshape(x.shape[0], -1)                                # [B, 400]
+        x = nn.relu(nn.Dense(100)(x))
+        x = nn.relu(nn.Dense(80)(x))
+        return nn.Dense(self.num_classes)(x)
+
+
+class ConvBN(nn.Module):
+    """Conv -> BatchNorm -> ReLU, spatial size kept (SAME padding, stride 1)."""
+
+    features: int
+    kernel: int
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME")(x)
+        return nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+
+
+class Inception(nn.Module):
+    """Problem 2: four parallel branches concatenated on the channel axis.
+
+    b1 = 1x1 -> n1x1; b2 = 1x1 -> n3x3_blue, 3x3 -> n3x3; b3 = 1x1 -> n5x5_blue,
+    5x5 -> n5x5; b4 = 3x3 max pool (stride 1, SAME), 1x1 -> pool_planes; BN + ReLU after
+    every conv. ``[B, H, W, in_planes]`` -> ``[B, H, W, n1x1 + n3x3 + n5x5 + pool_planes]``.
+    """
+
+    in_planes: int
+    n1x1: int
+    n3x3_blue: int
+    n3x3: int
+    n5x5_blue: int
+    n5x5: int
+    pool_planes: int
+
+    @property
+    def out_planes(self) -> int:
+        return self.n1x1 + self.n3x3 + self.n5x5 + self.pool_planes
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if x.shape[-1] != self.in_planes:
+            raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
+                             f"got input of shape {x.shape}")
+        y1 = ConvBN(self.n1x1, 1)(x, train)
+        y2 = ConvBN(self.n3x3, 3)(ConvBN(self.n3x3_blue, 1)(x, train), train)
+        y3 = ConvBN(self.n5x5, 5)(ConvBN(self.n5x5_blue, 1)(x, train), train)
+        pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+        y4 = ConvBN(self.pool_planes, 1)(pooled, train)
+        return jnp.concatenate([y1, y2, y3, y4], axis=-1)
+
+
+class ResidualBlock(nn.Module):
+    """Problem 2: 3x3 conv (stride) - BN - ReLU - 3x3 conv - BN, plus a shortcut that is the
+    identity unless ``stride != 1`` or ``in_channels != out_channels`` (then 1x1 conv with
+    that stride + BN); output ReLU(main + shortcut). Convolutions have no bias.
+
+    ``[B, H, W, in_channels]`` -> ``[B, ceil(H / stride), ceil(W / stride), out_channels]``.
+    """
+
+    in_channels: int
+    out_channels: int
+    stride: int = 1
+
+    @property
+    def has_projection(self) -> bool:
+        return self.stride != 1 or self.in_channels != self.out_channels
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if x.shape[-1] != self.in_channels:
+            raise ValueError(f"ResidualBlock expects {self.in_channels} input channels (NHWC), "
+                             f"got input of shape {x.shape}")
+        s = (self.stride, self.stride)
+        bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)  # noqa: E731
+        y = nn.Conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False)(x)
+        y = nn.relu(bn()(y))
+        y = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)(y)
+        y = bn()(y)
+        shortcut = x
+        if self.has_projection:
+            shortcut = bn()(nn.Conv(self.out_channels, (1, 1), s, padding="VALID",
+                                    use_bias=False)(x))
+        return nn.relu(y + shortcut)
+
+
+class InceptionCNN(nn.Module):
+    """The handout's small Inception network: conv9x9(8) - pool3 - conv9x9(8) - pool3 -
+    Inception - dense 10. ``[B, 32, 32, 3]`` -> ``[B, 10]``."""
+
+    num_classes: int = 10
+    inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        for _ in range(2):
+            x = nn.relu(nn.Conv(8, (9, 9), padding="SAME")(x))
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
+        x = Inception(8, *self.inception)(x, train)
+        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+
+
+class BetterNet(nn.Module):
+    """Problem 3 (see the module docstring for the design).
+
+    stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool -> Inception to ``widths[0]``
+    -> ``depth`` ResidualBlocks per stage at widths ``widths`` (stride 2 between stages)
+    -> global average pool -> dense. ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
+    """
+
+    num_classes: int = 10
+    stem: int = 32
+    widths: Sequence[int] = (64, 128, 256)
+    depth: int = 1  # residual blocks per stage
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        x = ConvBN(self.stem, 3)(x, train)                          # [B, 32, 32, stem]
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))                  # [B, 16, 16, stem]
+        w0 = self.widths[0]
+        # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
+        x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8)(x, train)
+        c = w0
+        for stage, width in enumerate(self.widths):
+            for block in range(self.depth):
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = ResidualBlock(c, width, stride)(x, train)
+                c = width
+        x = jnp.mean(x, axis=(1, 2))                                # [B, widths[-1]]
+        return nn.Dense(self.num_classes)(x)

@@ -1,0 +1,113 @@
+"""Orbax checkpoints, one per epoch: the last few and the best are kept.
+
+Each checkpoint holds the train state and a JSON ``meta`` item (epoch, history, config).
+Orbax writes a step into a temporary folder and renames it when complete, so a run killed
+at any moment leaves the previous checkpoints intact; :func:`open_run` refuses to
+silently start over on top of a run, or to resume one that is not there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
+
+from jaxhw.train.state import TrainState
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or in the way; the message says what to do."""
+
+
+class Checkpoints:
+    """The checkpoints of one run in ``directory`` (an orbax step per epoch)."""
+
+    def __init__(self, directory: str | os.PathLike, keep_last: int = 2,
+                 best_metric: str | None = "eval_accuracy"):
+        self.directory = Path(directory).expanduser().resolve()
+        self.best_metric = best_metric
+        policies = [pp.LatestN(n=keep_last)]
+        if best_metric:
+            policies.append(pp.BestN(get_metric_fn=lambda m: m[best_metric], n=1))
+        self._manager = ocp.CheckpointManager(
+            self.directory,
+            options=ocp.CheckpointManagerOptions(
+                preservation_policy=pp.AnyPreservationPolicy(policies),
+                enable_async_checkpointing=False,  # an epoch is on disk before the next starts
+                cleanup_tmp_directories=True),     # leftovers of a killed save
+            item_names=("state", "meta"))
+
+    def epochs(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def latest_epoch(self) -> int | None:
+        return self._manager.latest_step()
+
+    def best_epoch(self) -> int | None:
+        return self._manager.best_step() if self.best_metric else self.latest_epoch()
+
+    def save(self, epoch: int, state: TrainState, meta: dict[str, Any],
+             metrics: dict[str, float] | None = None) -> None:
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            metrics=metrics)
+        self._manager.wait_until_finished()
+
+    def restore(self, template: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
+        """Restore ``epoch`` (default: the latest) with the shapes, dtypes and shardings of
+        ``template`` (a freshly initialised state)."""
+        epoch = self.latest_epoch() if epoch is None else epoch
+        if epoch is None or epoch not in self.epochs():
+            raise CheckpointError(
+                f"no checkpoint{'' if epoch is None else f' for epoch {epoch}'} in "
+                f"{self.directory}; train first, or run without --resume to start fresh")
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        try:
+            restored = self._manager.restore(epoch, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+        except Exception as e:  # orbax raises many types for truncated or foreign files
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(epoch)} is corrupt or does not match this "
+                f"model ({type(e).__name__}: {str(e)[:300]}). Delete that folder to resume "
+                f"from the one before it, or pass --overwrite to start over.") from e
+        return restored["state"], restored["meta"]
+
+    def close(self) -> None:
+        self._manager.close()
+
+
+def open_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
+             **kwargs) -> Checkpoints:
+    """Open a run's checkpoint folder, enforcing the ``--resume`` / ``--overwrite`` rules:
+    resuming needs a checkpoint, and a fresh run never writes over an existing one."""
+    directory = Path(directory).expanduser()
+    if resume and overwrite:
+        raise CheckpointError("--resume and --overwrite exclude each other")
+    if overwrite and directory.exists():
+        shutil.rmtree(directory)
+    ckpt = Checkpoints(directory, **kwargs)
+    latest = ckpt.latest_epoch()
+    if resume and latest is None:
+        raise CheckpointError(f"--resume: no checkpoint in {ckpt.directory}; "
+                              f"run without --resume to start fresh")
+    if not resume and latest is not None:
+        raise CheckpointError(
+            f"{ckpt.directory} already holds checkpoints (latest: epoch {latest}); pass "
+            f"--resume to continue that run, --overwrite to replace it, or another "
+            f"--checkpoint-dir")
+    return ckpt
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (a reader never sees half a file, even after kill -9)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)

@@ -1,0 +1,160 @@
+"""The fit loop every experiment uses: epochs of device-side batches, tqdm progress,
+per-epoch evaluation, history, checkpoints and printout hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from tqdm.auto import tqdm
+
+from jaxhw.data.pipeline import epoch_batches, eval_batches
+from jaxhw.train import parallel
+from jaxhw.train.checkpoint import Checkpoints, write_json
+from jaxhw.train.state import TrainState, create_train_state
+from jaxhw.train.steps import (LossFn, Preprocess, classification_loss, identity_preprocess,
+                               make_eval_step, make_train_step)
+
+
+class Hook:
+    """Callbacks of the fit loop (for the original notebooks' printouts, plots, ...)."""
+
+    def on_losses(self, epoch: int, first_step: int, losses: np.ndarray) -> None:
+        """``losses[k]`` is the train loss of step ``first_step + k`` (0-based in the epoch)."""
+
+    def on_epoch_end(self, epoch: int, record: dict[str, float]) -> None:
+        """Called after an epoch's evaluation and checkpoint."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalResult:
+    loss: float
+    accuracy: float
+    predictions: np.ndarray  # [N] predicted class per example
+
+
+@dataclasses.dataclass
+class Trainer:
+    """Compiled steps for one model + optimizer + loss, on a device mesh.
+
+    Attributes:
+      model: a Linen module called as ``model(x, train=...)``.
+      tx: the optax optimizer (schedules included).
+      loss_fn: training loss (e.g. cross-entropy with label smoothing).
+      preprocess: device-side ``(key, x, train) -> inputs`` (normalise, augment if train).
+      tta_flip: average predictions over each image and its mirror at evaluation.
+      mesh: devices to shard batches over (default: all devices).
+      eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
+    """
+
+    model: nn.Module
+    tx: optax.GradientTransformation
+    loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
+    preprocess: Preprocess = identity_preprocess
+    tta_flip: bool = False
+    mesh: Mesh | None = None
+    eval_loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
+    log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
+
+    def __post_init__(self):
+        self.mesh = self.mesh or parallel.make_mesh()
+        self._train_step = make_train_step(self.model, self.tx, self.loss_fn, self.mesh,
+                                           self.preprocess)
+        self._eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
+                                         self.preprocess, self.tta_flip)
+
+    # ------------------------------------------------------------------ setup
+    def init_state(self, rng: jax.Array, example_x: Any) -> TrainState:
+        """A fresh replicated state; ``example_x`` is one raw (unpreprocessed) batch."""
+        x = self.preprocess(rng, example_x, False)
+        args = x if isinstance(x, tuple) else (x,)
+        return parallel.replicate(create_train_state(self.model, self.tx, rng, *args), self.mesh)
+
+    def put(self, x: Any, y: np.ndarray) -> dict:
+        """Place a whole dataset on every device once."""
+        return parallel.replicate({"x": x, "y": np.asarray(y)}, self.mesh)
+
+    # ------------------------------------------------------------------ epochs
+    def train_epoch(self, state: TrainState, data: dict, batch_size: int, shuffle_key: jax.Array,
+                    epoch: int = 1, epochs: int = 1, hooks: Sequence[Hook] = ()
+                    ) -> tuple[TrainState, float]:
+        """One pass over ``data`` in a shuffled order; returns the state and the mean loss."""
+        parallel.check_batch_size(batch_size, self.mesh)
+        n = len(data["y"])
+        batches = epoch_batches(shuffle_key, n, batch_size)
+        steps = batches.shape[0]
+        pending, total = [], 0.0
+        with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
+                  dynamic_ncols=True, leave=False) as bar:
+            for i in range(steps):
+                state, loss = self._train_step(state, data, batches, jnp.int32(i))
+                pending.append(loss)
+                if len(pending) == self.log_every or i == steps - 1:
+                    losses = np.asarray(jnp.stack(pending))
+                    for hook in hooks:
+                        hook.on_losses(epoch, i + 1 - len(losses), losses)
+                    total += float(losses.sum())
+                    bar.update(len(losses))
+                    bar.set_postfix(loss=f"{losses.mean():.3f}")
+                    pending = []
+        return state, total / steps
+
+    def evaluate(self, state: TrainState, data: dict, batch_size: int = 500) -> EvalResult:
+        """Loss, accuracy and predictions over every example of ``data``."""
+        n = len(data["y"])
+        batch_size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
+        batch_size += -batch_size % self.mesh.size
+        idx, mask = eval_batches(n, batch_size)
+        loss_sum, count, preds = 0.0, 0.0, []
+        for b in range(len(idx)):
+            l, c, p = self._eval_step(state, data, jnp.asarray(idx[b]), jnp.asarray(mask[b]))
+            loss_sum, count = loss_sum + l, count + c
+            preds.append(p)
+        predictions = np.asarray(jnp.concatenate(preds))[:n]
+        labels = np.asarray(data["y"])
+        return EvalResult(float(loss_sum / count), float(np.mean(predictions == labels)),
+                          predictions)
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, state: TrainState, train: dict, test: dict, *, epochs: int, batch_size: int,
+            seed: int, checkpoints: Checkpoints | None = None, history: list | None = None,
+            meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500
+            ) -> tuple[TrainState, list[dict]]:
+        """Train from ``len(history)`` epochs done up to ``epochs``, evaluating on ``test`` and
+        checkpointing after every epoch. Returns the final state and the full history."""
+        history = list(history or [])
+        run_key = jax.random.key(seed)
+        for epoch in range(len(history) + 1, epochs + 1):
+            t0 = time.perf_counter()
+            state, train_loss = self.train_epoch(
+                state, train, batch_size, jax.random.fold_in(run_key, epoch), epoch, epochs, hooks)
+            t1 = time.perf_counter()
+            result = self.evaluate(state, test, eval_batch_size)
+            record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
+                      "eval_loss": result.loss, "eval_accuracy": result.accuracy,
+                      "train_time_s": t1 - t0, "eval_time_s": time.perf_counter() - t1}
+            history.append(record)
+            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, "
+                       f"test loss {result.loss:.4f}, test accuracy {100 * result.accuracy:.2f}% "
+                       f"({record['train_time_s']:.1f} s)")
+            if checkpoints is not None:
+                checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
+                                                "history": history}, metrics=record)
+                write_json(Path(checkpoints.directory) / "history.json", history)
+            for hook in hooks:
+                hook.on_epoch_end(epoch, record)
+        return state, history
+
+    def resume(self, checkpoints: Checkpoints, template: TrainState, epoch: int | None = None
+               ) -> tuple[TrainState, list[dict], dict]:
+        """Restore a checkpoint (default: the latest): state, history so far, and its meta."""
+        state, meta = checkpoints.restore(template, epoch)
+        return state, list(meta.get("history", [])), meta

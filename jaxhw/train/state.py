@@ -1,0 +1,48 @@
+"""The train state: one plain pytree holding everything a step reads and writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Parameters, batch statistics, optimizer state, step counter and PRNG key.
+
+    ``rng`` never changes: the key of step ``s`` is ``fold_in(rng, s)``, so a run resumed
+    from a checkpoint draws exactly the random numbers the uninterrupted run would have.
+    """
+
+    step: jax.Array          # int32 scalar, optimizer steps taken
+    params: Any
+    batch_stats: Any         # {} for models without batch norm
+    opt_state: Any
+    rng: jax.Array           # base PRNG key of the run
+
+    def variables(self) -> dict:
+        """The ``variables`` dict that ``model.apply`` expects."""
+        if self.batch_stats:
+            return {"params": self.params, "batch_stats": self.batch_stats}
+        return {"params": self.params}
+
+
+def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
+                       *example_inputs: Any) -> TrainState:
+    """Initialise ``model`` on ``example_inputs`` (a batch of one is enough)."""
+    init_key, param_key, dropout_key = jax.random.split(rng, 3)
+    variables = model.init({"params": param_key, "dropout": dropout_key},
+                           *example_inputs, train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=tx.init(params), rng=init_key)
+
+
+def count_params(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree.leaves(params))

@@ -1,0 +1,102 @@
+"""Jit-compiled train and eval steps, built from a model, a loss and an optax optimizer.
+
+Data convention: a dataset on the device is a dict ``{"x": inputs, "y": labels}`` (``x``
+may be a tuple of arrays for models with several inputs); a step cuts its batch out of it
+by index, so no batch ever crosses from host to device.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxhw.train.parallel import batch_sharded
+from jaxhw.train.state import TrainState
+
+# preprocess(key, x, train) -> model inputs: normalisation and (when train) augmentation.
+Preprocess = Callable[[jax.Array, Any, bool], Any]
+# loss(logits, labels, mask) -> (sum of per-example losses, sum of weights).
+LossFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+
+
+def identity_preprocess(key: jax.Array, x: Any, train: bool) -> Any:
+    del key, train
+    return x
+
+
+def classification_loss(label_smoothing: float = 0.0) -> LossFn:
+    """Softmax cross-entropy on ``[B, C]`` logits and ``[B]`` int labels, with optional
+    label smoothing; ``mask`` ``[B]`` weights the examples (0 for padding)."""
+
+    def loss(logits, labels, mask):
+        targets = jax.nn.one_hot(labels, logits.shape[-1])
+        if label_smoothing:
+            targets = optax.smooth_labels(targets, label_smoothing)
+        per_example = optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+        return jnp.sum(per_example * mask), jnp.sum(mask)
+
+    return loss
+
+
+def _apply(model: nn.Module, variables: dict, x: Any, train: bool, dropout_key=None):
+    """Run the model; returns (logits, new batch_stats or {})."""
+    args = x if isinstance(x, tuple) else (x,)
+    if train and "batch_stats" in variables:
+        logits, updates = model.apply(variables, *args, train=True,
+                                      rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+        return logits, updates["batch_stats"]
+    rngs = {"dropout": dropout_key} if train else {}
+    return model.apply(variables, *args, train=train, rngs=rngs), variables.get("batch_stats", {})
+
+
+def _take(data: dict, idx: jax.Array, mesh: Mesh) -> dict:
+    batch = jax.tree.map(lambda a: jnp.take(a, idx, axis=0), data)
+    return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
+                    mesh: Mesh, preprocess: Preprocess = identity_preprocess):
+    """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
+    ``batches[i]`` (indices into ``data``). The old state's buffers are donated."""
+
+    def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
+        batch = _take(data, batches[i], mesh)
+        aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        x = preprocess(aug_key, batch["x"], True)
+        mask = jnp.ones(batches.shape[1], jnp.float32)
+
+        def loss_of(params):
+            variables = {**state.variables(), "params": params}
+            logits, batch_stats = _apply(model, variables, x, True, dropout_key)
+            total, count = loss_fn(logits, batch["y"], mask)
+            return total / count, batch_stats
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                                  batch_stats=batch_stats, opt_state=opt_state)
+        return new_state, loss
+
+    return jax.jit(step, donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
+                   preprocess: Preprocess = identity_preprocess, tta_flip: bool = False):
+    """``step(state, data, idx, mask) -> (loss_sum, count, predictions [B])`` for a
+    classifier. With ``tta_flip`` the logits of each image and its mirror are averaged."""
+
+    def step(state: TrainState, data: dict, idx: jax.Array, mask: jax.Array):
+        batch = _take(data, idx, mesh)
+        x = preprocess(jax.random.key(0), batch["x"], False)
+        logits, _ = _apply(model, state.variables(), x, False)
+        if tta_flip:
+            logits = (logits + _apply(model, state.variables(), x[:, :, ::-1, :], False)[0]) / 2
+        total, count = loss_fn(logits, batch["y"], mask)
+        return total, count, jnp.argmax(logits, axis=-1)
+
+    return jax.jit(step)

@@ -1,0 +1,40 @@
+"""Shared fixtures: tiny datasets written in the plain local layout."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def write_image_split(root: Path, name: str, split: str, n: int, shape: tuple, seed: int = 0,
+                      num_classes: int = 10) -> None:
+    rng = np.random.default_rng(seed)
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    images = rng.integers(0, 256, (n, *shape), dtype=np.uint8)
+    labels = (np.arange(n) % num_classes).astype(np.uint8)
+    np.savez(folder / f"{split}.npz", images=images, labels=labels)
+
+
+def write_text_split(root: Path, split: str, n: int) -> None:
+    folder = root / "imdb"
+    folder.mkdir(parents=True, exist_ok=True)
+    with gzip.open(folder / f"{split}.jsonl.gz", "wt", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"text": f"review {i} was {'good' if i % 2 else 'bad'}<br />",
+                                "label": i % 2}) + "\n")
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A data directory with small cifar10, fashion_mnist and imdb splits."""
+    root = tmp_path / "data"
+    for split, n in (("train", 64), ("test", 40)):
+        write_image_split(root, "cifar10", split, n, (32, 32, 3), seed=len(split))
+        write_image_split(root, "fashion_mnist", split, n, (28, 28), seed=len(split))
+        write_text_split(root, split, n)
+    return root
