@@ -38,6 +38,7 @@ class Checkpoints:
         self._manager = ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
+                best_fn=(lambda m: m[best_metric]) if best_metric else None,  # metrics on disk
                 preservation_policy=pp.AnyPreservationPolicy(policies),
                 enable_async_checkpointing=False,  # an epoch is on disk before the next starts
                 cleanup_tmp_directories=True),     # leftovers of a killed save
@@ -50,7 +51,8 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def best_epoch(self) -> int | None:
-        return self._manager.best_step() if self.best_metric else self.latest_epoch()
+        """The kept epoch with the highest ``best_metric`` (the latest when there is none)."""
+        return (self._manager.best_step() if self.best_metric else None) or self.latest_epoch()
 
     def save(self, epoch: int, state: TrainState, meta: dict[str, Any],
              metrics: dict[str, float] | None = None) -> None:

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxhw.train import classification_loss
+from tests.tiny import tiny_dataset, tiny_trainer
+
+
+def test_classification_loss_by_hand():
+    logits = jnp.array([[2.0, 0.0], [0.0, 1.0], [5.0, 5.0]])
+    labels = jnp.array([0, 0, 1])
+    mask = jnp.array([1.0, 1.0, 0.0])  # the third example is padding
+    total, count = classification_loss()(logits, labels, mask)
+    expected = -np.log(np.exp(2) / (np.exp(2) + 1)) - np.log(1 / (1 + np.e))
+    np.testing.assert_allclose(total, expected, rtol=1e-6)
+    assert count == 2
+    smoothed, _ = classification_loss(0.2)(logits[:1], labels[:1], mask[:1])
+    logp = jax.nn.log_softmax(logits[0])
+    np.testing.assert_allclose(smoothed, -(0.9 * logp[0] + 0.1 * logp[1]), rtol=1e-6)
+
+
+def test_train_steps_lower_the_loss_and_update_batch_stats():
+    trainer = tiny_trainer()
+    x, y = tiny_dataset(256)
+    data = trainer.put(x, y)
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    stats0 = jax.tree.map(np.asarray, state.batch_stats)
+    before = trainer.evaluate(state, data).loss
+    for epoch in range(8):
+        state, _ = trainer.train_epoch(state, data, 32, jax.random.key(epoch))
+    after = trainer.evaluate(state, data)
+    assert int(state.step) == 8 * 8
+    assert after.loss < 0.7 * before
+    assert after.accuracy > 0.6
+    moved = jax.tree.map(lambda a, b: not np.allclose(a, b), stats0, state.batch_stats)
+    assert all(jax.tree.leaves(moved))
+
+
+def test_train_step_donates_the_old_state():
+    trainer = tiny_trainer()
+    x, y = tiny_dataset(64)
+    data = trainer.put(x, y)
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    old_leaf = jax.tree.leaves(state.params)[0]
+    batches = jnp.arange(64, dtype=jnp.int32).reshape(2, 32)
+    trainer._train_step(state, data, batches, jnp.int32(0))
+    assert old_leaf.is_deleted()
+
+
+def test_evaluation_uses_running_statistics():
+    """In eval mode an example's prediction must not depend on the rest of its batch."""
+    trainer = tiny_trainer()
+    x, y = tiny_dataset(40)
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    full = trainer.evaluate(state, trainer.put(x, y), batch_size=40).predictions
+    part = trainer.evaluate(state, trainer.put(x[:7], y[:7]), batch_size=8).predictions
+    np.testing.assert_array_equal(full[:7], part)
+
+
+def test_same_seed_same_metrics():
+    x, y = tiny_dataset(128)
+
+    def run(seed):
+        trainer = tiny_trainer()
+        data = trainer.put(x, y)
+        state = trainer.init_state(jax.random.key(seed), x[:1])
+        _, history = trainer.fit(state, data, data, epochs=2, batch_size=16, seed=seed)
+        return [(r["train_loss"], r["eval_loss"], r["eval_accuracy"]) for r in history]
+
+    assert run(1) == run(1)
+    assert run(1) != run(2)
