@@ -19,8 +19,8 @@ import optax
 
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import crop_and_flip, get_spec, load_split, normalize
-from jaxhw.train import (Hook, Trainer, classification_loss, count_params, open_run,
-                         per_class_table, write_json)
+from jaxhw.train import (CheckpointError, Checkpoints, Hook, Trainer, classification_loss,
+                         count_params, open_run, per_class_table, write_json)
 
 
 @dataclasses.dataclass
@@ -34,6 +34,8 @@ class RunConfig:
     resume: bool = flag(False, "continue from the latest checkpoint in --checkpoint-dir")
     overwrite: bool = flag(False, "delete the checkpoints already in --checkpoint-dir and "
                                   "start over")
+    evaluate: bool = flag(False, "do not train: restore the best checkpoint in "
+                                 "--checkpoint-dir and evaluate it")
     seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)")
     train_limit: int = flag(0, "train on a random subset of this many images (0 = all)")
     test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)")
@@ -81,7 +83,12 @@ def train_image_classifier(
         raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
     spec = get_spec(dataset)
     out_dir = Path(cfg.checkpoint_dir or Path("checkpoints") / name)
-    ckpt = open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+    if cfg.evaluate:
+        ckpt = Checkpoints(out_dir)
+        if ckpt.latest_epoch() is None:
+            raise CheckpointError(f"--evaluate: no checkpoint in {ckpt.directory}; train first")
+    else:
+        ckpt = open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
     train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
@@ -95,7 +102,10 @@ def train_image_classifier(
                       tta_flip=tta_flip)
     state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
     history: list[dict] = []
-    if cfg.resume:
+    if cfg.evaluate:
+        state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
+        print(f"evaluating {ckpt.directory}, epoch {ckpt.best_epoch()} (the best kept)")
+    elif cfg.resume:
         state, history, _ = trainer.resume(ckpt, state)
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     train_data = trainer.put(train_x, train_y)
@@ -105,12 +115,13 @@ def train_image_classifier(
           f"{jax.device_count()} x {jax.devices()[0].platform}")
 
     t0 = time.perf_counter()
-    state, history = trainer.fit(
-        state, train_data, test_data, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
-        checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
-        meta={"config": dataclasses.asdict(cfg)})
+    if not cfg.evaluate:
+        state, history = trainer.fit(
+            state, train_data, test_data, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
+            checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
+            meta={"config": dataclasses.asdict(cfg)})
     wall = time.perf_counter() - t0
-    if printouts:
+    if printouts and not cfg.evaluate:
         printouts("finished", None)
         printouts("saved", ckpt.directory)
 

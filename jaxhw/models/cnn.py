@@ -154,25 +154,28 @@ class BetterNet(nn.Module):
     """Problem 3 (see the module docstring for the design).
 
     stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool -> Inception to ``widths[0]``
-    -> ``depth`` ResidualBlocks per stage at widths ``widths`` (stride 2 between stages)
-    -> global average pool -> dense. ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
+    -> stages of ``blocks[s]`` ResidualBlocks at width ``widths[s]`` (the first block of
+    every stage after the first halves the resolution) -> global average pool -> dense.
+    ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
     """
 
     num_classes: int = 10
     stem: int = 32
     widths: Sequence[int] = (64, 128, 256)
-    depth: int = 1  # residual blocks per stage
+    blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if len(self.widths) != len(self.blocks):
+            raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
         x = ConvBN(self.stem, 3)(x, train)                          # [B, 32, 32, stem]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                  # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
         x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8)(x, train)
         c = w0
-        for stage, width in enumerate(self.widths):
-            for block in range(self.depth):
+        for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
+            for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = ResidualBlock(c, width, stride)(x, train)
                 c = width

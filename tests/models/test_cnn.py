@@ -1,0 +1,112 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhw.models import BetterNet, Inception, InceptionCNN, ResidualBlock, SimpleCNN, get_model
+from jaxhw.train import count_params
+
+
+def init(model, x):
+    return model.init(jax.random.key(0), x, train=False)
+
+
+def test_simple_cnn_shape_and_parameter_count():
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = init(SimpleCNN(), x)
+    assert SimpleCNN().apply(variables, x).shape == (2, 10)
+    by_hand = ((7 * 7 * 3 * 8 + 8) + (4 * 4 * 8 * 16 + 16)      # convs
+               + (400 * 100 + 100) + (100 * 80 + 80) + (80 * 10 + 10))  # dense 400-100-80-10
+    assert count_params(variables["params"]) == by_hand == 52238
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_inception_keeps_size_and_concatenates_channels(size):
+    block = Inception(4, n1x1=2, n3x3_blue=3, n3x3=5, n5x5_blue=1, n5x5=2, pool_planes=3)
+    x = jax.random.normal(jax.random.key(1), (2, size, size, 4))
+    variables = init(block, x)
+    y = block.apply(variables, x)
+    assert y.shape == (2, size, size, 2 + 5 + 2 + 3) and block.out_planes == 12
+    assert bool(jnp.all(y >= 0))  # every branch ends in ReLU
+
+
+def test_inception_parameter_count_by_hand():
+    block = Inception(4, n1x1=2, n3x3_blue=3, n3x3=5, n5x5_blue=1, n5x5=2, pool_planes=3)
+    variables = init(block, jnp.zeros((1, 8, 8, 4)))
+
+    def conv_bn(k, cin, cout):  # kernel + bias + BN scale and offset
+        return k * k * cin * cout + cout + 2 * cout
+
+    by_hand = (conv_bn(1, 4, 2)                          # b1
+               + conv_bn(1, 4, 3) + conv_bn(3, 3, 5)     # b2
+               + conv_bn(1, 4, 1) + conv_bn(5, 1, 2)     # b3
+               + conv_bn(1, 4, 3))                       # b4 after the pool
+    assert count_params(variables["params"]) == by_hand == 269
+    assert len(variables["batch_stats"]) == 6  # one BN per convolution
+
+
+def test_inception_rejects_wrong_channels():
+    block = Inception(4, 2, 3, 5, 1, 2, 3)
+    with pytest.raises(ValueError, match="expects 4 input channels"):
+        init(block, jnp.zeros((1, 8, 8, 3)))
+
+
+@pytest.mark.parametrize("cin, cout, stride, projection", [
+    (8, 8, 1, False), (8, 16, 1, True), (8, 8, 2, True), (4, 8, 2, True)])
+def test_residual_shortcut_is_identity_exactly_when_it_should_be(cin, cout, stride, projection):
+    block = ResidualBlock(cin, cout, stride)
+    x = jax.random.normal(jax.random.key(2), (2, 7, 7, cin))
+    variables = init(block, x)
+    assert block.has_projection == projection
+    convs = [k for k in variables["params"] if k.startswith("Conv")]
+    assert len(convs) == (3 if projection else 2)
+    out = (7 + stride - 1) // stride
+    assert block.apply(variables, x).shape == (2, out, out, cout)
+
+
+def test_identity_shortcut_adds_the_input():
+    block = ResidualBlock(8, 8, 1)
+    x = jax.random.normal(jax.random.key(3), (2, 5, 5, 8))
+    variables = init(block, x)
+    params = dict(variables["params"])
+    params["BatchNorm_1"] = {"scale": jnp.zeros(8), "bias": jnp.zeros(8)}  # main path -> 0
+    y = block.apply({**variables, "params": params}, x)
+    np.testing.assert_allclose(y, jax.nn.relu(x), atol=1e-6)
+
+
+def test_residual_parameter_count_by_hand():
+    v = init(ResidualBlock(4, 8, 2), jnp.zeros((1, 8, 8, 4)))
+    by_hand = (3 * 3 * 4 * 8 + 2 * 8) + (3 * 3 * 8 * 8 + 2 * 8) + (4 * 8 + 2 * 8)
+    assert count_params(v["params"]) == by_hand == 944
+    v = init(ResidualBlock(8, 8, 1), jnp.zeros((1, 8, 8, 8)))
+    assert count_params(v["params"]) == 2 * (3 * 3 * 8 * 8 + 2 * 8) == 1184
+
+
+def test_batch_norm_train_vs_eval():
+    block = ResidualBlock(3, 3, 1)
+    x = 5 + 3 * jax.random.normal(jax.random.key(4), (16, 6, 6, 3))
+    variables = init(block, x)
+    train_out, updates = block.apply(variables, x, train=True, mutable=["batch_stats"])
+    # Train mode updates the running statistics; eval mode reads them and leaves them alone.
+    before = variables["batch_stats"]["BatchNorm_0"]["mean"]
+    after = updates["batch_stats"]["BatchNorm_0"]["mean"]
+    assert not np.allclose(before, after)
+    eval_full = block.apply(variables, x, train=False)
+    eval_one = block.apply(variables, x[:1], train=False)
+    np.testing.assert_allclose(eval_full[:1], eval_one, atol=1e-5)
+    train_one = block.apply(variables, x[:2], train=True, mutable=["batch_stats"])[0]
+    assert not np.allclose(train_out[:1], train_one[:1], atol=1e-3)  # batch statistics used
+
+
+def test_inception_cnn_and_betternet_shapes():
+    x = jnp.zeros((2, 32, 32, 3))
+    for model in (InceptionCNN(), BetterNet(stem=8, widths=(16, 32, 64), blocks=(1, 1, 1))):
+        variables = init(model, x)
+        assert model.apply(variables, x).shape == (2, 10)
+        out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
+        assert out.shape == (2, 10)
+
+
+def test_unknown_model_name():
+    with pytest.raises(ValueError, match="unknown model 'resnet'.*betternet"):
+        get_model("resnet")
