@@ -53,3 +53,51 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike) -> None:
     ax2.set_xlabel("epoch")
     ax2.set_ylabel("test accuracy (%)")
     _save(fig, path)
+
+
+def plot_positional_encoding(seq_len: int, dim: int, path: str | os.PathLike) -> None:
+    """The sinusoid table ``[seq_len, dim]`` as a heat map (position vs dimension)."""
+    from jaxhw.models.transformer import positional_encoding_table
+
+    table = positional_encoding_table(seq_len, dim)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    im = ax.pcolormesh(table, cmap="RdBu", vmin=-1, vmax=1)
+    ax.set_xlabel("embedding dimension")
+    ax.set_ylabel("position")
+    ax.set_title(f"positional encoding ({seq_len} positions x {dim} dims)")
+    fig.colorbar(im, ax=ax)
+    _save(fig, path)
+
+
+def _find(tree: dict, layer: str, kind: str) -> np.ndarray:
+    """``[H, Lq, Lk]`` attention of the first example, from Transformer intermediates."""
+    return np.asarray(tree[layer][kind]["attention"][0][0])
+
+
+def plot_attention(intermediates: dict, src: np.ndarray, out: np.ndarray,
+                   path: str | os.PathLike) -> None:
+    """Every head's attention of the last encoder layer (source over source) and of the last
+    decoder layer's cross-attention (output over source), for one sequence.
+
+    ``src [S]`` source tokens, ``out [L]`` decoded tokens (0 = padding, cut off)."""
+    encoders = sorted(k for k in intermediates if k.startswith("encoder"))
+    decoders = sorted(k for k in intermediates if k.startswith("decoder"))
+    enc = _find(intermediates, encoders[-1], "self_attention")
+    cross = _find(intermediates, decoders[-1], "cross_attention")
+    s = int(np.sum(src != 0))
+    t = int(np.sum(out[1:] != 0))  # query positions that predicted a real token
+    heads = enc.shape[0]
+    fig, axes = plt.subplots(2, heads, figsize=(2.6 * heads, 5.4), squeeze=False)
+    for h in range(heads):
+        for row, (maps, rows, title, ylabel) in enumerate(
+                ((enc, s, f"{encoders[-1]} self, head {h}", "source position"),
+                 (cross, t, f"{decoders[-1]} cross, head {h}", "output position"))):
+            ax = axes[row, h]
+            ax.imshow(maps[h, :rows, :s], cmap="viridis", vmin=0, vmax=1)
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks(range(s), [str(v) for v in src[:s]], fontsize=6)
+            ax.set_yticks(range(rows), [str(v) for v in (src[:s] if row == 0 else out[1:t + 1])],
+                          fontsize=6)
+            if h == 0:
+                ax.set_ylabel(ylabel, fontsize=8)
+    _save(fig, path)

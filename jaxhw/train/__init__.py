@@ -6,11 +6,12 @@ from jaxhw.train.metrics import (RunningLossPrinter, confusion, per_class_accura
                                  per_class_table, report)
 from jaxhw.train.parallel import make_mesh, replicate
 from jaxhw.train.state import TrainState, count_params, create_train_state
-from jaxhw.train.steps import classification_loss, make_eval_step, make_train_step
+from jaxhw.train.steps import (classification_loss, make_eval_step, make_train_step,
+                               sequence_loss)
 
 __all__ = [
     "CheckpointError", "Checkpoints", "EvalResult", "Hook", "RunningLossPrinter", "TrainState",
     "Trainer", "classification_loss", "confusion", "count_params", "create_train_state",
     "make_eval_step", "make_mesh", "make_train_step", "open_run", "per_class_accuracy",
-    "per_class_table", "replicate", "report", "write_json",
+    "per_class_table", "replicate", "report", "sequence_loss", "write_json",
 ]

@@ -38,7 +38,7 @@ class Hook:
 class EvalResult:
     loss: float
     accuracy: float
-    predictions: np.ndarray  # [N] predicted class per example
+    predictions: np.ndarray  # [N] predicted class per example ([N, L] per token)
 
 
 @dataclasses.dataclass
@@ -53,6 +53,7 @@ class Trainer:
       tta_flip: average predictions over each image and its mirror at evaluation.
       mesh: devices to shard batches over (default: all devices).
       eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
+      pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
     """
 
     model: nn.Module
@@ -63,6 +64,7 @@ class Trainer:
     mesh: Mesh | None = None
     eval_loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
+    pad_label: int | None = None
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
@@ -84,8 +86,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ epochs
     def train_epoch(self, state: TrainState, data: dict, batch_size: int, shuffle_key: jax.Array,
-                    epoch: int = 1, epochs: int = 1, hooks: Sequence[Hook] = ()
-                    ) -> tuple[TrainState, float]:
+                    epoch: int = 1, epochs: int = 1, hooks: Sequence[Hook] = (),
+                    progress: bool = True) -> tuple[TrainState, float]:
         """One pass over ``data`` in a shuffled order; returns the state and the mean loss."""
         parallel.check_batch_size(batch_size, self.mesh)
         n = len(data["y"])
@@ -93,7 +95,7 @@ class Trainer:
         steps = batches.shape[0]
         pending, total = [], 0.0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
-                  dynamic_ncols=True, leave=False) as bar:
+                  dynamic_ncols=True, leave=False, disable=not progress) as bar:
             for i in range(steps):
                 state, loss = self._train_step(state, data, batches, jnp.int32(i))
                 pending.append(loss)
@@ -108,7 +110,8 @@ class Trainer:
         return state, total / steps
 
     def evaluate(self, state: TrainState, data: dict, batch_size: int = 500) -> EvalResult:
-        """Loss, accuracy and predictions over every example of ``data``."""
+        """Loss, accuracy (over labels that are not ``pad_label``) and predictions over
+        every example of ``data``."""
         n = len(data["y"])
         batch_size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
         batch_size += -batch_size % self.mesh.size
@@ -120,8 +123,9 @@ class Trainer:
             preds.append(p)
         predictions = np.asarray(jnp.concatenate(preds))[:n]
         labels = np.asarray(data["y"])
-        return EvalResult(float(loss_sum / count), float(np.mean(predictions == labels)),
-                          predictions)
+        valid = labels != self.pad_label if self.pad_label is not None else np.ones_like(labels, bool)
+        accuracy = float(np.sum((predictions == labels) & valid) / max(valid.sum(), 1))
+        return EvalResult(float(loss_sum / count), accuracy, predictions)
 
     # ------------------------------------------------------------------ fit
     def fit(self, state: TrainState, train: dict, test: dict, *, epochs: int, batch_size: int,

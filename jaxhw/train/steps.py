@@ -43,6 +43,19 @@ def classification_loss(label_smoothing: float = 0.0) -> LossFn:
     return loss
 
 
+def sequence_loss(pad_id: int = 0) -> LossFn:
+    """Token-level cross-entropy on ``[B, L, V]`` logits and ``[B, L]`` labels, ignoring
+    label ``pad_id``; ``mask`` ``[B]`` weights whole sequences (0 for padding rows)."""
+
+    def loss(logits, labels, mask):
+        weights = (labels != pad_id).astype(jnp.float32) * mask[:, None]
+        per_token = optax.softmax_cross_entropy_with_integer_labels(
+            logits.astype(jnp.float32), labels)
+        return jnp.sum(per_token * weights), jnp.sum(weights)
+
+    return loss
+
+
 def _apply(model: nn.Module, variables: dict, x: Any, train: bool, dropout_key=None):
     """Run the model; returns (logits, new batch_stats or {})."""
     args = x if isinstance(x, tuple) else (x,)
@@ -87,8 +100,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
                    preprocess: Preprocess = identity_preprocess, tta_flip: bool = False):
-    """``step(state, data, idx, mask) -> (loss_sum, count, predictions [B])`` for a
-    classifier. With ``tta_flip`` the logits of each image and its mirror are averaged."""
+    """``step(state, data, idx, mask) -> (loss_sum, count, predictions)`` where the
+    predictions are the argmax of the logits (``[B]`` for a classifier, ``[B, L]`` per token). With ``tta_flip`` the logits of each image and its mirror are averaged."""
 
     def step(state: TrainState, data: dict, idx: jax.Array, mask: jax.Array):
         batch = _take(data, idx, mesh)
