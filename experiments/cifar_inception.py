@@ -33,6 +33,8 @@ from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
 from jaxhw.models import MODELS, get_model
 from jaxhw.train import RunningLossPrinter
 
+from experiments.cifar_simple_cnn import printouts  # the original notebook's lines
+
 # CIFAR-10 train-set channel means and standard deviations (of pixels scaled to [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -90,16 +92,6 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
     return optax.chain(
         optax.add_decayed_weights(cfg.weight_decay, mask=only_kernels),
         optax.sgd(schedule, momentum=cfg.momentum, nesterov=True))
-
-
-def printouts(event: str, value) -> None:
-    if event == "finished":
-        print("Finished Training")
-    elif event == "saved":
-        print(f"Saved Trained Model ({value})")
-    elif event == "accuracy":
-        accuracy, n = value
-        print(f"Accuracy of the network on the {n} test images: {int(100 * accuracy)} %")
 
 
 def main(argv=None) -> None:

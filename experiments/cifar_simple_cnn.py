@@ -33,10 +33,9 @@ def printouts(event: str, value) -> None:
         print("Finished Training")
     elif event == "saved":
         print("Saved Trained Model")
-    elif event == "accuracy":
-        accuracy, n = value
-        print(f"Accuracy of the network on the {n} test images: {int(100 * accuracy)} %")
-
+    elif event == "test":
+        print(f"Accuracy of the network on the {len(value.labels)} test images: "
+              f"{int(100 * value.accuracy)} %")
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)

@@ -7,6 +7,7 @@ from typing import Callable
 
 from jaxhw.config import ConfigError
 from jaxhw.data.sources import DataError
+from jaxhw.models.bert import ModelLoadError
 from jaxhw.train.checkpoint import CheckpointError
 
 
@@ -15,7 +16,7 @@ def run(main: Callable[[], None]) -> None:
     Ctrl-C says how to resume (checkpoints are written at the end of every epoch)."""
     try:
         main()
-    except (ConfigError, DataError, CheckpointError) as e:
+    except (ConfigError, DataError, CheckpointError, ModelLoadError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

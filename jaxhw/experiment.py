@@ -19,8 +19,10 @@ import optax
 
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import crop_and_flip, get_spec, load_split, normalize
-from jaxhw.train import (CheckpointError, Checkpoints, Hook, Trainer, classification_loss,
-                         count_params, open_run, per_class_table, write_json)
+from jaxhw.train import (CheckpointError, Checkpoints, EvalResult, Hook, Trainer, TrainState,
+                         classification_loss, count_params, open_run, per_class_table,
+                         write_json)
+from jaxhw.train.loop import Data
 
 
 @dataclasses.dataclass
@@ -66,29 +68,90 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.nda
     return x[idx], y[idx]
 
 
-def train_image_classifier(
-        name: str, cfg: RunConfig, *, dataset: str, model: nn.Module,
-        make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
-        preprocess: Preprocess, label_smoothing: float = 0.0, tta_flip: bool = False,
-        hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        printouts: Callable[[str, Any], None] | None = None) -> dict:
-    """Train ``model`` on ``dataset`` and write ``results.json``, the per-class table and
-    the confusion-matrix plot next to the checkpoints.
-
-    ``make_tx(steps_per_epoch)`` builds the optimizer (schedules need the step count).
-    ``printouts(event, value)`` is told ``"finished"``, ``"saved"`` and ``"accuracy"`` (with ``(accuracy, n_test)``) so an
-    experiment can print the original notebook's lines. Returns the results dict.
-    """
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
-    spec = get_spec(dataset)
+def open_checkpoints(name: str, cfg: RunConfig) -> Checkpoints:
+    """The run's checkpoint folder under the ``--resume`` / ``--overwrite`` / ``--evaluate``
+    rules (default ``checkpoints/<name>``)."""
     out_dir = Path(cfg.checkpoint_dir or Path("checkpoints") / name)
     if cfg.evaluate:
         ckpt = Checkpoints(out_dir)
         if ckpt.latest_epoch() is None:
             raise CheckpointError(f"--evaluate: no checkpoint in {ckpt.directory}; train first")
-    else:
-        ckpt = open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        return ckpt
+    return open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+
+
+def train_classifier(
+        name: str, cfg: RunConfig, ckpt: Checkpoints, trainer: Trainer, state: TrainState, *,
+        train: Data, test: Data, final: Data | None = None, class_names: Sequence[str],
+        epochs: int, batch_size: int, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
+        printouts: Callable[[str, Any], None] | None = None, extra: dict | None = None
+        ) -> tuple[dict, TrainState, EvalResult]:
+    """Resume (or, with ``--evaluate``, restore the best checkpoint), fit with per-epoch
+    evaluation on ``test``, evaluate on ``final`` (default ``test``), and write
+    ``results.json``, ``per_class_accuracy.md``, ``confusion_matrix.png`` and
+    ``history.png`` next to the checkpoints.
+
+    ``printouts(event, value)`` is told ``"finished"``, ``"saved"`` (the checkpoint folder)
+    and ``"test"`` (the final :class:`EvalResult`) so an experiment can print the original
+    notebook's lines. Returns the results dict, the final state and the final evaluation.
+    """
+    history: list[dict] = []
+    if cfg.evaluate:
+        state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
+        print(f"evaluating {ckpt.directory}, epoch {ckpt.best_epoch()} (the best kept)")
+    elif cfg.resume:
+        state, history, _ = trainer.resume(ckpt, state)
+        print(f"resumed from {ckpt.directory} at epoch {len(history)}")
+    t0 = time.perf_counter()
+    if not cfg.evaluate:
+        state, history = trainer.fit(
+            state, train, test, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
+            checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
+            meta={"config": dataclasses.asdict(cfg)})
+        if printouts:
+            printouts("finished", None)
+            printouts("saved", ckpt.directory)
+    wall = time.perf_counter() - t0
+
+    result = trainer.evaluate(state, test if final is None else final, eval_batch_size)
+    table = per_class_table(result.labels, result.predictions, class_names)
+    (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
+    from jaxhw.plotting import plot_confusion, plot_history  # matplotlib only when needed
+    plot_confusion(result.labels, result.predictions, class_names,
+                   ckpt.directory / "confusion_matrix.png")
+    if history:
+        plot_history(history, ckpt.directory / "history.png")
+    results = {
+        "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
+        "test_examples": len(result.labels), "epochs": len(history),
+        "train_time_s": sum(r["train_time_s"] for r in history),
+        "wall_time_this_run_s": wall, "parameters": count_params(state.params),
+        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        **(extra or {}), "config": dataclasses.asdict(cfg), "history": history,
+    }
+    write_json(ckpt.directory / "results.json", results)
+    ckpt.close()
+    print(table)
+    if printouts:
+        printouts("test", result)
+    print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
+          f"history.png")
+    return results, state, result
+
+
+def train_image_classifier(
+        name: str, cfg: RunConfig, *, dataset: str, model: nn.Module,
+        make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
+        preprocess: Preprocess, label_smoothing: float = 0.0, tta_flip: bool = False,
+        hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
+        printouts: Callable[[str, Any], None] | None = None) -> tuple[dict, TrainState, Path]:
+    """Load ``dataset`` (``--train-limit`` / ``--test-limit`` subsets), put it on the device,
+    and :func:`train_classifier` ``model`` on it. ``make_tx(steps_per_epoch)`` builds the
+    optimizer (schedules need the step count). Returns the results dict, the final train
+    state and the folder the results were written to."""
+    if epochs < 1 or batch_size < 1:
+        raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
+    ckpt = open_checkpoints(name, cfg)
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
     train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
@@ -101,51 +164,12 @@ def train_image_classifier(
                       loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
                       tta_flip=tta_flip)
     state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
-    history: list[dict] = []
-    if cfg.evaluate:
-        state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
-        print(f"evaluating {ckpt.directory}, epoch {ckpt.best_epoch()} (the best kept)")
-    elif cfg.resume:
-        state, history, _ = trainer.resume(ckpt, state)
-        print(f"resumed from {ckpt.directory} at epoch {len(history)}")
-    train_data = trainer.put(train_x, train_y)
-    test_data = trainer.put(test_x, test_y)
     print(f"{name}: {count_params(state.params):,} parameters, {len(train_y):,} train / "
           f"{len(test_y):,} test images, {steps_per_epoch} steps per epoch, "
           f"{jax.device_count()} x {jax.devices()[0].platform}")
-
-    t0 = time.perf_counter()
-    if not cfg.evaluate:
-        state, history = trainer.fit(
-            state, train_data, test_data, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
-            checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
-            meta={"config": dataclasses.asdict(cfg)})
-    wall = time.perf_counter() - t0
-    if printouts and not cfg.evaluate:
-        printouts("finished", None)
-        printouts("saved", ckpt.directory)
-
-    final = trainer.evaluate(state, test_data, eval_batch_size)
-    table = per_class_table(test_y, final.predictions, spec.class_names)
-    (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
-    from jaxhw.plotting import plot_confusion, plot_history  # matplotlib only when needed
-    plot_confusion(test_y, final.predictions, spec.class_names,
-                   ckpt.directory / "confusion_matrix.png")
-    plot_history(history, ckpt.directory / "history.png")
-    results = {
-        "experiment": name, "test_accuracy": final.accuracy, "test_loss": final.loss,
-        "test_images": len(test_y), "epochs": len(history),
-        "train_time_s": sum(r["train_time_s"] for r in history),
-        "wall_time_this_run_s": wall, "parameters": count_params(state.params),
-        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
-        "config": dataclasses.asdict(cfg), "history": history,
-    }
-    write_json(ckpt.directory / "results.json", results)
-    ckpt.close()
-    print(table)
-    if printouts:
-        printouts("accuracy", (final.accuracy, len(test_y)))
-    print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
-          f"history.png")
-    return results
-
+    test_data = trainer.put(test_x, test_y)
+    results, state, _ = train_classifier(
+        name, cfg, ckpt, trainer, state, train=trainer.put(train_x, train_y), test=test_data,
+        class_names=get_spec(dataset).class_names, epochs=epochs, batch_size=batch_size,
+        hooks=hooks, eval_batch_size=eval_batch_size, printouts=printouts)
+    return results, state, ckpt.directory

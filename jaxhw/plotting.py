@@ -101,3 +101,54 @@ def plot_attention(intermediates: dict, src: np.ndarray, out: np.ndarray,
             if h == 0:
                 ax.set_ylabel(ylabel, fontsize=8)
     _save(fig, path)
+
+
+def plot_sweep(rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """Test accuracy vs parameters and vs training time, and every setting's learning curve.
+
+    ``rows``: dicts with ``setting``, ``parameters``, ``train_time_s``, ``test_accuracy`` and
+    ``curve`` (test accuracy per epoch)."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for r in rows:
+        acc = 100 * r["test_accuracy"]
+        axes[0].scatter(r["parameters"], acc)
+        axes[0].annotate(r["setting"], (r["parameters"], acc), fontsize=8)
+        axes[1].scatter(r["train_time_s"], acc)
+        axes[1].annotate(r["setting"], (r["train_time_s"], acc), fontsize=8)
+        axes[2].plot(range(1, len(r["curve"]) + 1), [100 * a for a in r["curve"]], "o-",
+                     label=r["setting"])
+    axes[0].set_xscale("log")
+    axes[0].set_xlabel("parameters")
+    axes[1].set_xlabel("training time (s)")
+    for ax in axes[:2]:
+        ax.set_ylabel("test accuracy (%)")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("test accuracy (%)")
+    axes[2].legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_vit_attention(images: np.ndarray, intermediates: dict, patch_size: int,
+                       path: str | os.PathLike, titles: Sequence[str] = ()) -> None:
+    """The class token's attention over the patches in the last block (mean over heads),
+    upsampled to the image and drawn over it.
+
+    ``images [K, H, W, 1]`` uint8; ``intermediates`` from ``model.apply(...,
+    mutable=["intermediates"])`` of a VisionTransformer."""
+    blocks = sorted((k for k in intermediates if k.startswith("blocks_")),
+                    key=lambda k: int(k.split("_")[1]))
+    attn = np.asarray(intermediates[blocks[-1]]["attn"]["attention"][0])  # [K, heads, N+1, N+1]
+    cls = attn[:, :, 0, 1:].mean(axis=1)                                  # [K, N]
+    k, h, w = images.shape[:3]
+    grid = h // patch_size
+    fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.6), squeeze=False)
+    for i in range(k):
+        heat = np.kron(cls[i].reshape(grid, grid), np.ones((patch_size, patch_size)))
+        axes[0, i].imshow(images[i, ..., 0], cmap="gray")
+        axes[0, i].set_title(titles[i] if i < len(titles) else "", fontsize=7)
+        axes[1, i].imshow(images[i, ..., 0], cmap="gray")
+        axes[1, i].imshow(heat, cmap="inferno", alpha=0.6)
+        for ax in axes[:, i]:
+            ax.axis("off")
+    axes[1, 0].set_title(f"[CLS] attention, {blocks[-1]}", fontsize=7, loc="left")
+    _save(fig, path)

@@ -43,3 +43,36 @@ BETTERNET_ARGS = ["--epochs", "1", "--batch-size", "16", "--stem", "8", "--width
     assert "Accuracy of the network on the 40 test images" in text
     assert (tmp_path / "ckpt" / "cifar_inception" / "confusion_matrix.png").is_file()
     assert "test accuracy" in text
+
+
+@pytest.mark.notebook
+def test_transformer_notebook(tmp_path):
+    params = f"""
+REPO_URL = None
+CHECKPOINTS = {str(tmp_path / "ckpt")!r}
+DEMO_ARGS = ["--preset", "small", "--steps", "2", "--dim", "16", "--ffn-dim", "32",
+             "--seq-len", "12", "--vocab", "50", "--layer-num", "1"]
+TASK_ARGS = ["--task", "reverse", "--epochs", "1", "--train-size", "256", "--test-size", "32",
+             "--dim", "16", "--ffn-dim", "32", "--seq-len", "6"]
+"""
+    text = outputs(run_notebook("transformer.ipynb", params, tmp_path))
+    assert "Epoch: 2, Loss:" in text
+    assert "exact-sequence accuracy:" in text
+    assert (tmp_path / "ckpt" / "transformer_reverse" / "attention.png").is_file()
+
+
+@pytest.mark.notebook
+def test_vit_notebook(tiny_data, tmp_path):
+    params = f"""
+REPO_URL = None
+DATA_DIR = {str(tiny_data)!r}
+CHECKPOINTS = {str(tmp_path / "ckpt")!r}
+VIT_ARGS = ["--preset", "fast", "--epochs", "1", "--batch-size", "16", "--embed-dim", "16",
+            "--depth", "1"]
+SWEEP_ARGS = ["--epochs", "1", "--only", "base,heads1", "--batch-size", "16"]
+"""
+    text = outputs(run_notebook("vit.ipynb", params, tmp_path))
+    assert "Test accuracy:" in text
+    assert (tmp_path / "ckpt" / "vit_fashion_mnist" / "attention.png").is_file()
+    assert (tmp_path / "ckpt" / "vit_sweep_results" / "sweep.png").is_file()
+    assert "heads1" in (tmp_path / "ckpt" / "vit_sweep_results" / "table.md").read_text()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -16,6 +16,7 @@ import optax
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from jaxhw.config import ConfigError
 from jaxhw.data.pipeline import epoch_batches, eval_batches
 from jaxhw.train import parallel
 from jaxhw.train.checkpoint import Checkpoints, write_json
@@ -24,14 +25,21 @@ from jaxhw.train.steps import (LossFn, Preprocess, classification_loss, identity
                                make_eval_step, make_train_step)
 
 
+Data = Union[dict, list]  # one on-device dataset {"x", "y"}, or a list of buckets of them
+
+
+def _buckets(data: Data) -> list[dict]:
+    return list(data) if isinstance(data, (list, tuple)) else [data]
+
+
 class Hook:
     """Callbacks of the fit loop (for the original notebooks' printouts, plots, ...)."""
 
     def on_losses(self, epoch: int, first_step: int, losses: np.ndarray) -> None:
         """``losses[k]`` is the train loss of step ``first_step + k`` (0-based in the epoch)."""
 
-    def on_epoch_end(self, epoch: int, record: dict[str, float]) -> None:
-        """Called after an epoch's evaluation and checkpoint."""
+    def on_epoch_end(self, epoch: int, record: dict[str, float], evaluation: "EvalResult") -> None:
+        """Called after an epoch's evaluation and checkpoint, with that evaluation."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +47,7 @@ class EvalResult:
     loss: float
     accuracy: float
     predictions: np.ndarray  # [N] predicted class per example ([N, L] per token)
+    labels: np.ndarray       # the matching labels (bucketed data comes back in bucket order)
 
 
 @dataclasses.dataclass
@@ -85,50 +94,64 @@ class Trainer:
         return parallel.replicate({"x": x, "y": np.asarray(y)}, self.mesh)
 
     # ------------------------------------------------------------------ epochs
-    def train_epoch(self, state: TrainState, data: dict, batch_size: int, shuffle_key: jax.Array,
+    def train_epoch(self, state: TrainState, data: Data, batch_size: int, shuffle_key: jax.Array,
                     epoch: int = 1, epochs: int = 1, hooks: Sequence[Hook] = (),
                     progress: bool = True) -> tuple[TrainState, float]:
-        """One pass over ``data`` in a shuffled order; returns the state and the mean loss."""
+        """One pass over ``data`` in a shuffled order; returns the state and the mean loss.
+
+        ``data`` may be a list of buckets (datasets whose inputs differ in shape, e.g. token
+        sequences cut to different lengths): batches are drawn within a bucket, and the
+        batches of all buckets are shuffled together. Each bucket shape compiles once."""
         parallel.check_batch_size(batch_size, self.mesh)
-        n = len(data["y"])
-        batches = epoch_batches(shuffle_key, n, batch_size)
-        steps = batches.shape[0]
+        buckets = _buckets(data)
+        # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
+        keys = jax.random.split(shuffle_key, len(buckets) + 1) if len(buckets) > 1 else [shuffle_key]
+        plan = [(b, batches, i) for b, d in enumerate(buckets) if len(d["y"]) >= batch_size
+                for batches in [epoch_batches(keys[b], len(d["y"]), batch_size)]
+                for i in range(batches.shape[0])]
+        if not plan:
+            raise ConfigError(f"batch size {batch_size} exceeds every bucket of training data")
+        if len(buckets) > 1:
+            order = np.asarray(jax.random.permutation(keys[-1], len(plan)))
+            plan = [plan[k] for k in order]
+        steps = len(plan)
         pending, total = [], 0.0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
-            for i in range(steps):
-                state, loss = self._train_step(state, data, batches, jnp.int32(i))
+            for step, (b, batches, i) in enumerate(plan):
+                state, loss = self._train_step(state, buckets[b], batches, jnp.int32(i))
                 pending.append(loss)
-                if len(pending) == self.log_every or i == steps - 1:
+                if len(pending) == self.log_every or step == steps - 1:
                     losses = np.asarray(jnp.stack(pending))
                     for hook in hooks:
-                        hook.on_losses(epoch, i + 1 - len(losses), losses)
+                        hook.on_losses(epoch, step + 1 - len(losses), losses)
                     total += float(losses.sum())
                     bar.update(len(losses))
                     bar.set_postfix(loss=f"{losses.mean():.3f}")
                     pending = []
         return state, total / steps
 
-    def evaluate(self, state: TrainState, data: dict, batch_size: int = 500) -> EvalResult:
+    def evaluate(self, state: TrainState, data: Data, batch_size: int = 500) -> EvalResult:
         """Loss, accuracy (over labels that are not ``pad_label``) and predictions over
-        every example of ``data``."""
-        n = len(data["y"])
-        batch_size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
-        batch_size += -batch_size % self.mesh.size
-        idx, mask = eval_batches(n, batch_size)
-        loss_sum, count, preds = 0.0, 0.0, []
-        for b in range(len(idx)):
-            l, c, p = self._eval_step(state, data, jnp.asarray(idx[b]), jnp.asarray(mask[b]))
-            loss_sum, count = loss_sum + l, count + c
-            preds.append(p)
-        predictions = np.asarray(jnp.concatenate(preds))[:n]
-        labels = np.asarray(data["y"])
+        every example of ``data`` (of every bucket, in bucket order)."""
+        loss_sum, count, preds, labels = 0.0, 0.0, [], []
+        for bucket in _buckets(data):
+            n = len(bucket["y"])
+            size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
+            size += -size % self.mesh.size
+            idx, mask = eval_batches(n, size)
+            for b in range(len(idx)):
+                l, c, p = self._eval_step(state, bucket, jnp.asarray(idx[b]), jnp.asarray(mask[b]))
+                loss_sum, count = loss_sum + l, count + c
+                preds.append(np.asarray(p)[mask[b] > 0])
+            labels.append(np.asarray(bucket["y"]))
+        predictions, labels = np.concatenate(preds), np.concatenate(labels)
         valid = labels != self.pad_label if self.pad_label is not None else np.ones_like(labels, bool)
         accuracy = float(np.sum((predictions == labels) & valid) / max(valid.sum(), 1))
-        return EvalResult(float(loss_sum / count), accuracy, predictions)
+        return EvalResult(float(loss_sum / count), accuracy, predictions, labels)
 
     # ------------------------------------------------------------------ fit
-    def fit(self, state: TrainState, train: dict, test: dict, *, epochs: int, batch_size: int,
+    def fit(self, state: TrainState, train: Data, test: Data, *, epochs: int, batch_size: int,
             seed: int, checkpoints: Checkpoints | None = None, history: list | None = None,
             meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500
             ) -> tuple[TrainState, list[dict]]:
@@ -154,7 +177,7 @@ class Trainer:
                                                 "history": history}, metrics=record)
                 write_json(Path(checkpoints.directory) / "history.json", history)
             for hook in hooks:
-                hook.on_epoch_end(epoch, record)
+                hook.on_epoch_end(epoch, record, result)
         return state, history
 
     def resume(self, checkpoints: Checkpoints, template: TrainState, epoch: int | None = None

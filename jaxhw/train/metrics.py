@@ -56,5 +56,5 @@ class RunningLossPrinter(Hook):
                 tqdm.write(self.fmt.format(epoch=epoch, step=step, loss=self._sum / self._count))
                 self._sum, self._count = 0.0, 0
 
-    def on_epoch_end(self, epoch: int, record: dict) -> None:
+    def on_epoch_end(self, epoch: int, record: dict, evaluation) -> None:
         self._sum, self._count = 0.0, 0

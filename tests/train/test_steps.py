@@ -69,3 +69,16 @@ def test_same_seed_same_metrics():
 
     assert run(1) == run(1)
     assert run(1) != run(2)
+
+
+def test_buckets_of_different_shapes_train_and_evaluate_together():
+    trainer = tiny_trainer()
+    x, y = tiny_dataset(96)
+    small, small_y = x[:40, :6, :6], y[:40]  # a second input shape: compiles separately
+    buckets = [trainer.put(x[40:], y[40:]), trainer.put(small, small_y)]
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    state, _ = trainer.train_epoch(state, buckets, 8, jax.random.key(1))
+    assert int(state.step) == 56 // 8 + 40 // 8
+    result = trainer.evaluate(state, buckets, batch_size=16)
+    np.testing.assert_array_equal(result.labels, np.concatenate([y[40:], small_y]))
+    assert result.predictions.shape == (96,)

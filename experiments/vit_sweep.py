@@ -1,0 +1,103 @@
+"""Part 1-3: a hyperparameter study of the ViT on Fashion-MNIST.
+
+    python -m experiments.vit_sweep --data-dir ~/.cache/jaxhw-data
+
+Trains a small base ViT and one variant per hyperparameter (patch size, embed dim, depth,
+heads, MLP ratio), everything else fixed, with the same recipe and epoch budget. Writes
+``table.md``, ``results.json`` and ``sweep.png`` (accuracy vs parameters and vs training
+time, and the learning curves) to ``--out``; each setting's checkpoints and plots go to
+``--checkpoint-root``/<setting>. With ``--resume``, settings already finished in
+``--out`` are kept and skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+from jaxhw import cli, config
+from jaxhw.config import ConfigError, flag
+from jaxhw.train import write_json
+
+from experiments import vit_fashion_mnist
+
+BASE = dict(patch_size=7, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0)
+SETTINGS = {  # name -> what differs from BASE
+    "base": {},
+    "patch4": dict(patch_size=4),
+    "dim128": dict(embed_dim=128),
+    "depth8": dict(depth=8),
+    "heads1": dict(num_heads=1),
+    "heads8": dict(num_heads=8),
+    "mlp4": dict(mlp_ratio=4.0),
+}
+
+
+@dataclasses.dataclass
+class Config:
+    data_dir: str | None = flag(None, "local dataset directory (else $JAXHW_DATA_DIR, else TFDS)")
+    out: str = flag("results/vit_sweep", "folder for table.md, results.json and sweep.png")
+    checkpoint_root: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
+                                                         "go to <checkpoint-root>/<setting>")
+    only: str = flag("", f"comma-separated subset of the settings {list(SETTINGS)} (all if empty)")
+    epochs: int = flag(4, "epochs per setting (the same for all)")
+    lr: float = flag(2e-3, "peak AdamW learning rate (the same for all)")
+    batch_size: int = flag(128, "images per step (the same for all)")
+    resume: bool = flag(False, "keep and skip settings already finished in --out")
+    seed: int = flag(0, "seed of every setting")
+    train_limit: int = flag(0, "train on a random subset of this many images (0 = all)")
+    test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)")
+
+
+def _row(name: str, r: dict) -> dict:
+    cfg = r["config"]
+    return {"setting": name, **{k: cfg[k] for k in BASE}, "parameters": r["parameters"],
+            "test_accuracy": r["test_accuracy"], "train_time_s": r["train_time_s"],
+            "curve": [h["eval_accuracy"] for h in r["history"]]}
+
+
+def write_table(rows: list[dict], path: Path) -> None:
+    lines = ["| setting | patch | dim | depth | heads | mlp | parameters | test accuracy | train time |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['setting']} | {r['patch_size']} | {r['embed_dim']} | {r['depth']} | "
+                     f"{r['num_heads']} | {r['mlp_ratio']:g} | {r['parameters']:,} | "
+                     f"{100 * r['test_accuracy']:.2f} % | {r['train_time_s']:.0f} s |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def main(argv=None) -> None:
+    cfg = config.parse(Config, __doc__, argv)
+    names = [n for n in cfg.only.split(",") if n] or list(SETTINGS)
+    unknown = sorted(set(names) - set(SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if cfg.resume and (out / "results.json").is_file():
+        done = {r["setting"]: r for r in json.loads((out / "results.json").read_text())}
+    rows = []
+    for name in names:
+        if name in done:
+            print(f"== {name}: kept from {out / 'results.json'}")
+            rows.append(done[name])
+            continue
+        run_cfg = vit_fashion_mnist.Config(
+            **{**BASE, **SETTINGS[name]}, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
+            batch_size=cfg.batch_size,
+            data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
+            train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+        print(f"== {name}: {SETTINGS[name] or 'the base setting'}")
+        rows.append(_row(name, vit_fashion_mnist.run(run_cfg, name=f"vit_sweep/{name}")))
+        write_json(out / "results.json", rows)  # after every setting: an interruption loses one
+    write_table(rows, out / "table.md")
+    from jaxhw.plotting import plot_sweep
+    plot_sweep(rows, out / "sweep.png")
+    print((out / "table.md").read_text())
+    print(f"written: {out / 'table.md'}, {out / 'results.json'}, {out / 'sweep.png'}")
+
+
+if __name__ == "__main__":
+    cli.run(main)

