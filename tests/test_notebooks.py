@@ -76,3 +76,18 @@ SWEEP_ARGS = ["--epochs", "1", "--only", "base,heads1", "--batch-size", "16"]
     assert (tmp_path / "ckpt" / "vit_fashion_mnist" / "attention.png").is_file()
     assert (tmp_path / "ckpt" / "vit_sweep_results" / "sweep.png").is_file()
     assert "heads1" in (tmp_path / "ckpt" / "vit_sweep_results" / "table.md").read_text()
+
+
+@pytest.mark.notebook
+def test_bert_notebook(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path / "cache"))
+    params = f"""
+REPO_URL = None
+DATA_DIR = {str(tiny_data)!r}
+CHECKPOINTS = {str(tmp_path / "ckpt")!r}
+BERT_ARGS = ["--model", {str(tiny_model_dir)!r}, "--max-len", "16", "--batch-size", "8",
+             "--epochs", "1", "--buckets", "2"]
+"""
+    text = outputs(run_notebook("bert_imdb.ipynb", params, tmp_path))
+    assert "Test Accuracy: 0." in text and "precision" in text
+    assert (tmp_path / "ckpt" / "bert_imdb" / "confusion_matrix.png").is_file()

@@ -10,24 +10,6 @@ from jaxhw.models import bert
 from jaxhw.models.bert import BertClassifier, ModelLoadError, load_pretrained
 from jaxhw.train import Trainer, replicate
 
-WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "was", "a"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """A randomly initialised tiny BERT and a WordPiece tokenizer, saved like a hub model."""
-    from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
-
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    FlaxBertModel(config, seed=0).save_pretrained(folder)
-    return folder
-
-
 def test_load_from_a_local_directory(tiny_model_dir):
     model, tokenizer = load_pretrained(str(tiny_model_dir))
     assert model.config.hidden_size == 16 and tokenizer.is_fast
