@@ -29,7 +29,6 @@ SETTINGS = {  # name -> what differs from BASE
     "dim128": dict(embed_dim=128),
     "depth8": dict(depth=8),
     "heads1": dict(num_heads=1),
-    "heads8": dict(num_heads=8),
     "mlp4": dict(mlp_ratio=4.0),
 }
 
@@ -41,8 +40,8 @@ class Config:
     checkpoint_root: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
                                                          "go to <checkpoint-root>/<setting>")
     only: str = flag("", f"comma-separated subset of the settings {list(SETTINGS)} (all if empty)")
-    epochs: int = flag(4, "epochs per setting (the same for all)")
-    lr: float = flag(2e-3, "peak AdamW learning rate (the same for all)")
+    epochs: int = flag(3, "epochs per setting (the same for all)")
+    lr: float = flag(3e-3, "peak AdamW learning rate (the same for all)")
     batch_size: int = flag(128, "images per step (the same for all)")
     resume: bool = flag(False, "keep and skip settings already finished in --out")
     seed: int = flag(0, "seed of every setting")
@@ -86,7 +85,7 @@ def main(argv=None) -> None:
             continue
         run_cfg = vit_fashion_mnist.Config(
             **{**BASE, **SETTINGS[name]}, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
-            batch_size=cfg.batch_size,
+            batch_size=cfg.batch_size, warmup_epochs=0.5,
             data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit)
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")

@@ -1,8 +1,9 @@
-"""What image-classification experiments share: common flags, and one function that loads
-the data, trains with the engine (resuming if asked), and writes the results.
+"""What the classification experiments share: common flags, the checkpoint-folder rules,
+and one function that resumes, trains with the engine, evaluates and writes the results.
 
-An experiment module is then a config dataclass, a model, an optimizer and a call to
-:func:`train_image_classifier`.
+An image experiment is then a config dataclass, a model, an optimizer and a call to
+:func:`train_image_classifier`; the BERT experiment prepares its own token buckets and
+calls :func:`train_classifier`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class RunConfig:
     evaluate: bool = flag(False, "do not train: restore the best checkpoint in "
                                  "--checkpoint-dir and evaluate it")
     seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)")
-    train_limit: int = flag(0, "train on a random subset of this many images (0 = all)")
-    test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)")
+    train_limit: int = flag(0, "train on a random subset of this many examples (0 = all)")
+    test_limit: int = flag(0, "test on a random subset of this many examples (0 = all)")
 
 
 @dataclasses.dataclass(frozen=True)
