@@ -172,8 +172,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated nets to run")
-    parser.add_argument("--blocks", type=int, default=5, help="timed blocks per net")
-    parser.add_argument("--steps", type=int, default=5, help="train steps per timed block")
+    parser.add_argument("--blocks", type=int, default=3, help="timed blocks per net")
+    parser.add_argument("--steps", type=int, default=3, help="train steps per timed block")
     parser.add_argument("--out", default="benchmarks/results/train_step.json",
                         help="where the JSON goes")
     args = parser.parse_args(argv)

@@ -44,17 +44,17 @@ SPEC = get_spec("fashion_mnist")
 
 @dataclasses.dataclass
 class Config(RunConfig):
-    patch_size: int = flag(4, "patch side in pixels (must divide 28)")
-    embed_dim: int = flag(64, "token width")
+    patch_size: int = flag(7, "patch side in pixels (must divide 28)")
+    embed_dim: int = flag(128, "token width")
     depth: int = flag(6, "transformer blocks")
     num_heads: int = flag(4, "attention heads (must divide --embed-dim)")
     mlp_ratio: float = flag(2.0, "MLP hidden width / embed dim")
     drop_rate: float = flag(0.0, "dropout after embeddings, attention projection and MLP")
-    epochs: int = flag(9, "passes over the 60,000 training images")
+    epochs: int = flag(15, "passes over the 60,000 training images")
     batch_size: int = flag(128, "images per step")
     optimizer: str = flag("adamw", "adamw (warm-up + cosine schedule) or adam (constant "
                                    "--lr, as in the original)")
-    lr: float = flag(2e-3, "peak learning rate")
+    lr: float = flag(3e-3, "peak learning rate")
     weight_decay: float = flag(0.05, "AdamW decoupled weight decay on weight matrices")
     warmup_epochs: float = flag(1.0, "epochs of linear warm-up (adamw)")
     label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
