@@ -25,7 +25,6 @@ import jax.numpy as jnp
 
 from jaxhw.data.sources import _reachable
 
-SHORT_NAMES = ("minilm",)
 HEADS = ("pooled", "mean_cls")
 HUB_URL = "https://huggingface.co"
 
