@@ -87,6 +87,10 @@ def _curve(ckpt: Path) -> list[tuple]:
     return [(r["epoch"], r["train_loss"], r["eval_loss"], r["eval_accuracy"]) for r in history]
 
 
+def _epochs_done(ckpt: Path) -> int:
+    return len(_curve(ckpt)) if (ckpt / "history.json").is_file() else 0
+
+
 def test_kill_9_then_resume_continues_the_same_curve(tmp_path):
     data = tmp_path / "data"
     write_image_split(data, "cifar10", "train", 2000, (32, 32, 3))
@@ -99,8 +103,10 @@ def test_kill_9_then_resume_continues_the_same_curve(tmp_path):
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cli(data, killed), cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Wait on history.json (written atomically after each epoch's checkpoint), not on the
+    # checkpoint folder: orbax creates that folder before the epoch's history is written.
     deadline = time.time() + 120
-    while not (killed / "2").is_dir() and time.time() < deadline and proc.poll() is None:
+    while _epochs_done(killed) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
