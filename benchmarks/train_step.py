@@ -6,8 +6,9 @@
 For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu preset) both frameworks
 run an SGD-momentum cross-entropy step on the same random batch: a warm-up step (JAX's
 compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
-the figure is the median images/s over the blocks. Prints the JAX/PyTorch ratio per net
-and writes JSON.
+the figure is the median images/s over the blocks. JAX runs twice per net: with ``lax``'s
+convolution and with jaxhw's matmul weight gradient (``jaxhw.models.fast_conv``). Prints
+the JAX/PyTorch ratio per net and convolution and writes JSON.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 import optax
 
 from jaxhw.models import BetterNet, ResidualBlock, SimpleCNN
+from jaxhw.models.fast_conv import conv_impl
 from jaxhw.train import Trainer
 import flax.linen as nn
 
@@ -33,12 +35,14 @@ class ResidualStack(nn.Module):
     """stem conv 3->64 + BN + ReLU at 32x32, ResidualBlocks 64->64, 64->128 (/2),
     128->256 (/2), global average pool, dense 10."""
 
+    fast_conv: bool | None = None
+
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(64, (3, 3), use_bias=False)(x)
+        x = nn.Conv(64, (3, 3), use_bias=False, conv_general_dilated=conv_impl(self.fast_conv))(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
         for cin, cout, stride in ((64, 64, 1), (64, 128, 2), (128, 256, 2)):
-            x = ResidualBlock(cin, cout, stride)(x, train)
+            x = ResidualBlock(cin, cout, stride, self.fast_conv)(x, train)
         return nn.Dense(10)(x.mean(axis=(1, 2)))
 
 
@@ -113,8 +117,10 @@ def torch_nets():
     return {"SimpleCNN": TSimple, "ResidualStack": TStack, "BetterNet": TBetterNet}
 
 
-NETS = {"SimpleCNN": (SimpleCNN, 128), "ResidualStack": (ResidualStack, 256),
-        "BetterNet": (lambda: BetterNet(blocks=(0, 1, 1)), 128)}  # (constructor, batch size)
+# (constructor taking fast_conv, batch size); BetterNet as in cifar_inception's cpu preset.
+NETS = {"SimpleCNN": (lambda f: SimpleCNN(fast_conv=f), 128),
+        "ResidualStack": (lambda f: ResidualStack(fast_conv=f), 256),
+        "BetterNet": (lambda f: BetterNet(blocks=(0, 1, 1), fast_conv=f), 128)}
 
 
 def time_blocks(step, blocks: int, steps: int, batch: int) -> float:
@@ -126,9 +132,9 @@ def time_blocks(step, blocks: int, steps: int, batch: int) -> float:
     return statistics.median(rates)
 
 
-def bench_jax(name: str, blocks: int, steps: int) -> tuple[float, float]:
+def bench_jax(name: str, fast_conv: bool, blocks: int, steps: int) -> tuple[float, float]:
     make, batch = NETS[name]
-    trainer = Trainer(make(), optax.sgd(0.01, 0.9), log_every=1)
+    trainer = Trainer(make(fast_conv), optax.sgd(0.01, 0.9), log_every=1)
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
     data = trainer.put(x, rng.integers(0, 10, batch))
@@ -180,18 +186,20 @@ def main(argv=None) -> None:
     import torch
 
     rows = []
-    print(f"{'net':<14} {'batch':>5} {'jax img/s':>10} {'torch img/s':>12} {'ratio':>6} {'compile s':>9}")
+    print(f"{'net':<14} {'batch':>5} {'conv':>5} {'jax img/s':>10} {'torch img/s':>12} "
+          f"{'ratio':>6} {'compile s':>9}")
     for name in args.nets.split(","):
         if name not in NETS:
             parser.error(f"unknown net {name!r}; choose from {list(NETS)}")
-        jax_rate, compile_s = bench_jax(name, args.blocks, args.steps)
         torch_rate = bench_torch(name, args.blocks, args.steps)
-        row = {"net": name, "batch": NETS[name][1], "jax_images_per_s": jax_rate,
-               "torch_images_per_s": torch_rate, "ratio": jax_rate / torch_rate,
-               "jax_compile_s": compile_s}
-        rows.append(row)
-        print(f"{name:<14} {row['batch']:>5} {jax_rate:>10.1f} {torch_rate:>12.1f} "
-              f"{row['ratio']:>6.2f} {compile_s:>9.1f}")
+        for conv in ("lax", "fast"):
+            jax_rate, compile_s = bench_jax(name, conv == "fast", args.blocks, args.steps)
+            row = {"net": name, "batch": NETS[name][1], "conv": conv,
+                   "jax_images_per_s": jax_rate, "torch_images_per_s": torch_rate,
+                   "ratio": jax_rate / torch_rate, "jax_compile_s": compile_s}
+            rows.append(row)
+            print(f"{name:<14} {row['batch']:>5} {conv:>5} {jax_rate:>10.1f} {torch_rate:>12.1f} "
+                  f"{row['ratio']:>6.2f} {compile_s:>9.1f}", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({

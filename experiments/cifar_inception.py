@@ -31,6 +31,7 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
 from jaxhw.models import MODELS, get_model
+from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP
 from jaxhw.train import RunningLossPrinter
 
 from experiments.cifar_simple_cnn import printouts  # the original notebook's lines
@@ -58,6 +59,7 @@ class Config(RunConfig):
     flip: bool = flag(True, "random horizontal flips while training")
     tta: bool = flag(True, "average the predictions of each test image and its mirror")
     print_every: int = flag(100, "print the mean loss of every this many mini-batches")
+    conv: str = flag("auto", CONV_HELP, choices=list(CONV_CHOICES))
 
 
 PRESETS = {
@@ -77,10 +79,11 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
 def build_model(cfg: Config):
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown --model {cfg.model!r}; choose one of {sorted(MODELS)}")
+    fast_conv = CONV_CHOICES[cfg.conv]
     if cfg.model == "betternet":
         return get_model("betternet", stem=cfg.stem, widths=_ints(cfg.widths, "widths"),
-                         blocks=_ints(cfg.blocks, "blocks"))
-    return get_model(cfg.model)
+                         blocks=_ints(cfg.blocks, "blocks"), fast_conv=fast_conv)
+    return get_model(cfg.model, fast_conv=fast_conv)
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransformation:

@@ -16,6 +16,7 @@ from jaxhw import cli, config
 from jaxhw.config import flag
 from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
 from jaxhw.models import SimpleCNN
+from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP
 from jaxhw.train import RunningLossPrinter
 
 
@@ -26,6 +27,7 @@ class Config(RunConfig):
     learning_rate: float = flag(0.001, "SGD learning rate")
     momentum: float = flag(0.9, "SGD momentum")
     print_every: int = flag(2000, "print the mean loss of every this many mini-batches")
+    conv: str = flag("auto", CONV_HELP, choices=list(CONV_CHOICES))
 
 
 def printouts(event: str, value) -> None:
@@ -40,7 +42,7 @@ def printouts(event: str, value) -> None:
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
     train_image_classifier(
-        "cifar_simple_cnn", cfg, dataset="cifar10", model=SimpleCNN(),
+        "cifar_simple_cnn", cfg, dataset="cifar10", model=SimpleCNN(fast_conv=CONV_CHOICES[cfg.conv]),
         make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),

@@ -60,6 +60,7 @@ class Config(RunConfig):
     label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
     crop_pad: int = flag(0, "random-crop padding in pixels (0 disables cropping)")
     flip: bool = flag(True, "random horizontal flips while training")
+    tta: bool = flag(True, "average the predictions of each test image and its mirror")
 
 
 PRESETS = {
@@ -68,10 +69,10 @@ PRESETS = {
                  lr=3e-3, warmup_epochs=0.5, crop_pad=0),
     "student": dict(patch_size=4, embed_dim=32, depth=8, num_heads=4, mlp_ratio=4.0, epochs=5,
                     optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
-                    crop_pad=0, flip=False),
+                    crop_pad=0, flip=False, tta=False),
     "original": dict(patch_size=4, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                      epochs=5, optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
-                     crop_pad=0, flip=False),
+                     crop_pad=0, flip=False, tta=False),
 }
 
 
@@ -127,7 +128,7 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
     results, state, out_dir = train_image_classifier(
         name, cfg, dataset="fashion_mnist", model=model,
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
-        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
+        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta_flip=cfg.tta,
         preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip),
         hooks=[EpochLossPrinter(cfg.epochs)], printouts=printouts)
     test = load_split("fashion_mnist", "test", cfg.data_dir)

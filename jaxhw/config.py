@@ -19,9 +19,9 @@ class ConfigError(ValueError):
     """A flag value that cannot work; the message says which and why."""
 
 
-def flag(default: Any, help: str) -> Any:
-    """A config field with its command-line help."""
-    return dataclasses.field(default=default, metadata={"help": help})
+def flag(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
+    """A config field with its command-line help (and, optionally, its allowed values)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
 
 
 def _arg_type(hint: Any):
@@ -53,8 +53,10 @@ def build_parser(cls: type, description: str, presets: Mapping[str, Mapping[str,
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction,
                                 help=help_text)
         else:
-            parser.add_argument(name, dest=f.name, type=kind, help=help_text,
-                                metavar=f.name.upper())
+            choices = f.metadata.get("choices")
+            parser.add_argument(name, dest=f.name, type=kind, help=help_text, choices=choices,
+                                metavar="{" + ",".join(choices) + "}" if choices
+                                else f.name.upper())
     return parser
 
 

@@ -20,6 +20,10 @@ BetterNet's design (why each piece is there):
   network does not overfit its 4x4 map position by position.
 * Batch norm after every convolution (zero-initialised scale on each block's last BN
   would be a further trick; we keep the blocks exactly as specified).
+
+Every module takes ``fast_conv``: ``None`` (default) uses :mod:`jaxhw.models.fast_conv`'s
+matmul weight gradient on the CPU and ``lax``'s convolution elsewhere; ``True`` / ``False``
+force one. It changes speed only: values and gradients agree to float rounding.
 """
 
 from __future__ import annotations
@@ -29,8 +33,16 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxhw.models.fast_conv import conv_impl
+
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the original.
 _BN = dict(momentum=0.9, epsilon=1e-5)
+
+
+def _conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
+          **kwargs) -> nn.Conv:
+    """``nn.Conv`` with the convolution that ``fast`` selects (see ``conv_impl``)."""
+    return nn.Conv(features, kernel, strides, conv_general_dilated=conv_impl(fast), **kwargs)
 
 
 class SimpleCNN(nn.Module):
@@ -41,13 +53,14 @@ class SimpleCNN(nn.Module):
     """
 
     num_classes: int = 10
+    fast_conv: bool | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no dropout or batch norm
-        x = nn.relu(nn.Conv(8, (7, 7), padding="VALID")(x))          # [B, 26, 26, 8]
+        x = nn.relu(_conv(self.fast_conv, 8, (7, 7), padding="VALID")(x))          # [B, 26, 26, 8]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 13, 13, 8]
-        x = nn.relu(nn.Conv(16, (4, 4), padding="VALID")(x))         # [B, 10, 10, 16]
+        x = nn.relu(_conv(self.fast_conv, 16, (4, 4), padding="VALID")(x))         # [B, 10, 10, 16]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 5, 5, 16]
         x = x.reshape(x.shape[0], -1)                                # [B, 400]
         x = nn.relu(nn.Dense(100)(x))
@@ -60,10 +73,11 @@ class ConvBN(nn.Module):
 
     features: int
     kernel: int
+    fast_conv: bool | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME")(x)
+        x = _conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME")(x)
         return nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
 
 
@@ -82,6 +96,7 @@ class Inception(nn.Module):
     n5x5_blue: int
     n5x5: int
     pool_planes: int
+    fast_conv: bool | None = None
 
     @property
     def out_planes(self) -> int:
@@ -92,11 +107,12 @@ class Inception(nn.Module):
         if x.shape[-1] != self.in_planes:
             raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
                              f"got input of shape {x.shape}")
-        y1 = ConvBN(self.n1x1, 1)(x, train)
-        y2 = ConvBN(self.n3x3, 3)(ConvBN(self.n3x3_blue, 1)(x, train), train)
-        y3 = ConvBN(self.n5x5, 5)(ConvBN(self.n5x5_blue, 1)(x, train), train)
+        f = self.fast_conv
+        y1 = ConvBN(self.n1x1, 1, f)(x, train)
+        y2 = ConvBN(self.n3x3, 3, f)(ConvBN(self.n3x3_blue, 1, f)(x, train), train)
+        y3 = ConvBN(self.n5x5, 5, f)(ConvBN(self.n5x5_blue, 1, f)(x, train), train)
         pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
-        y4 = ConvBN(self.pool_planes, 1)(pooled, train)
+        y4 = ConvBN(self.pool_planes, 1, f)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
 
@@ -111,6 +127,7 @@ class ResidualBlock(nn.Module):
     in_channels: int
     out_channels: int
     stride: int = 1
+    fast_conv: bool | None = None
 
     @property
     def has_projection(self) -> bool:
@@ -123,14 +140,14 @@ class ResidualBlock(nn.Module):
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
         bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)  # noqa: E731
-        y = nn.Conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False)(x)
+        conv = lambda *a, **k: _conv(self.fast_conv, *a, use_bias=False, **k)  # noqa: E731
+        y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
         y = nn.relu(bn()(y))
-        y = nn.Conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)(y)
+        y = conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)))(y)
         y = bn()(y)
         shortcut = x
         if self.has_projection:
-            shortcut = bn()(nn.Conv(self.out_channels, (1, 1), s, padding="VALID",
-                                    use_bias=False)(x))
+            shortcut = bn()(conv(self.out_channels, (1, 1), s, padding="VALID")(x))
         return nn.relu(y + shortcut)
 
 
@@ -140,13 +157,14 @@ class InceptionCNN(nn.Module):
 
     num_classes: int = 10
     inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
+    fast_conv: bool | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for _ in range(2):
-            x = nn.relu(nn.Conv(8, (9, 9), padding="SAME")(x))
+            x = nn.relu(_conv(self.fast_conv, 8, (9, 9), padding="SAME")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
-        x = Inception(8, *self.inception)(x, train)
+        x = Inception(8, *self.inception, fast_conv=self.fast_conv)(x, train)
         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
 
@@ -163,21 +181,24 @@ class BetterNet(nn.Module):
     stem: int = 32
     widths: Sequence[int] = (64, 128, 256)
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
+    fast_conv: bool | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
-        x = ConvBN(self.stem, 3)(x, train)                          # [B, 32, 32, stem]
+        f = self.fast_conv
+        x = ConvBN(self.stem, 3, f)(x, train)                          # [B, 32, 32, stem]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                  # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
-        x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8)(x, train)
+        x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
+                      f)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(c, width, stride)(x, train)
+                x = ResidualBlock(c, width, stride, f)(x, train)
                 c = width
         x = jnp.mean(x, axis=(1, 2))                                # [B, widths[-1]]
         return nn.Dense(self.num_classes)(x)

@@ -1,0 +1,96 @@
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax import lax
+
+from jaxhw.models.fast_conv import conv_general_dilated, conv_impl
+
+NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def _inputs(size, kernel, cin=3, cout=5, batch=2):
+    kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, (batch, *size, cin))
+    w = jax.random.normal(kw, (kernel, kernel, cin, cout))
+    return x, w, kg
+
+
+CASES = [(k, s, p) for k in (1, 3, 5, 7) for s in (1, 2) for p in ("SAME", "VALID")]
+CASES += [(3, 1, ((1, 2), (0, 3))), (3, 2, ((1, 2), (0, 3)))]  # uneven explicit padding
+
+
+@pytest.mark.parametrize("kernel, stride, padding", CASES)
+def test_gradients_equal_lax(kernel, stride, padding):
+    x, w, kg = _inputs((9, 11), kernel)  # odd sizes, not square
+
+    def loss(conv, x, w):
+        y = conv(x, w, (stride, stride), padding, dimension_numbers=NHWC)
+        # a fixed random cotangent, so every output element's gradient is checked
+        return jnp.sum(y * jax.random.normal(kg, y.shape))
+
+    ref = jax.grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1))(x, w)
+    got = jax.grad(lambda x, w: loss(conv_general_dilated, x, w), (0, 1))(x, w)
+    np.testing.assert_allclose(loss(conv_general_dilated, x, w), loss(lax.conv_general_dilated, x, w),
+                               rtol=1e-5)
+    for r, g in zip(ref, got):
+        assert r.shape == g.shape
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
+
+
+def test_weight_gradient_against_a_hand_computation():
+    # 1x1 kernel: dW[0, 0] = sum over pixels of x^T g, written out with numpy.
+    x, w, kg = _inputs((4, 4), 1, cin=2, cout=3, batch=1)
+    g = jax.random.normal(kg, (1, 4, 4, 3))
+    _, vjp = jax.vjp(lambda w: conv_general_dilated(x, w, (1, 1), "VALID",
+                                                    dimension_numbers=NHWC), w)
+    (dw,) = vjp(g)
+    by_hand = np.asarray(x).reshape(16, 2).T @ np.asarray(g).reshape(16, 3)
+    np.testing.assert_allclose(dw[0, 0], by_hand, rtol=1e-5)
+
+
+def test_unsupported_cases_fall_back_to_lax():
+    x, w, _ = _inputs((8, 8), 3, cin=4, cout=4)
+    dilated = conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                   dimension_numbers=NHWC)
+    ref = lax.conv_general_dilated(x, w, (1, 1), "SAME", rhs_dilation=(2, 2),
+                                   dimension_numbers=NHWC)
+    np.testing.assert_allclose(dilated, ref, rtol=1e-6)
+
+
+def test_flax_conv_outputs_and_gradients_unchanged():
+    x, _, _ = _inputs((10, 10), 3)
+    plain = nn.Conv(6, (3, 3), strides=2)
+    fast = nn.Conv(6, (3, 3), strides=2, conv_general_dilated=conv_impl(True))
+    params = plain.init(jax.random.key(1), x)
+    np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-6)
+    grads = [jax.grad(lambda p, m=m: jnp.sum(m.apply(p, x) ** 2))(params) for m in (plain, fast)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1])):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
+
+
+def test_conv_impl_follows_the_backend():
+    assert conv_impl(False) is lax.conv_general_dilated
+    assert conv_impl(True) is conv_general_dilated
+    assert conv_impl() is (conv_general_dilated if jax.default_backend() == "cpu"
+                           else lax.conv_general_dilated)
+
+
+def test_betternet_outputs_and_gradients_unchanged():
+    from jaxhw.models import BetterNet
+
+    x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
+    nets = [BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), fast_conv=f) for f in (False, True)]
+    variables = nets[0].init(jax.random.key(3), x)
+
+    def loss(net, params):
+        logits, _ = net.apply({**variables, "params": params}, x, train=True,
+                              mutable=["batch_stats"])
+        return jnp.sum(logits ** 2)
+
+    (l0, g0), (l1, g1) = (jax.value_and_grad(lambda p, n=n: loss(n, p))(variables["params"])
+                          for n in nets)
+    np.testing.assert_allclose(l1, l0, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g0), jax.tree.leaves(g1)):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-4 * float(jnp.abs(a).max()))
