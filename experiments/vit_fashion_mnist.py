@@ -46,11 +46,11 @@ SPEC = get_spec("fashion_mnist")
 class Config(RunConfig):
     patch_size: int = flag(7, "patch side in pixels (must divide 28)")
     embed_dim: int = flag(128, "token width")
-    depth: int = flag(6, "transformer blocks")
-    num_heads: int = flag(4, "attention heads (must divide --embed-dim)")
+    depth: int = flag(4, "transformer blocks")
+    num_heads: int = flag(8, "attention heads (must divide --embed-dim)")
     mlp_ratio: float = flag(2.0, "MLP hidden width / embed dim")
     drop_rate: float = flag(0.0, "dropout after embeddings, attention projection and MLP")
-    epochs: int = flag(15, "passes over the 60,000 training images")
+    epochs: int = flag(20, "passes over the 60,000 training images")
     batch_size: int = flag(128, "images per step")
     optimizer: str = flag("adamw", "adamw (warm-up + cosine schedule) or adam (constant "
                                    "--lr, as in the original)")
@@ -66,7 +66,7 @@ class Config(RunConfig):
 PRESETS = {
     "best": {},
     "fast": dict(patch_size=7, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, epochs=6,
-                 lr=3e-3, warmup_epochs=0.5, crop_pad=0),
+                 lr=3e-3, warmup_epochs=0.5, crop_pad=0, tta=False),
     "student": dict(patch_size=4, embed_dim=32, depth=8, num_heads=4, mlp_ratio=4.0, epochs=5,
                     optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
                     crop_pad=0, flip=False, tta=False),

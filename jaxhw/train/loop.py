@@ -135,16 +135,22 @@ class Trainer:
         """Loss, accuracy (over labels that are not ``pad_label``) and predictions over
         every example of ``data`` (of every bucket, in bucket order)."""
         loss_sum, count, preds, labels = 0.0, 0.0, [], []
+        plans = []
         for bucket in _buckets(data):
             n = len(bucket["y"])
             size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
             size += -size % self.mesh.size
-            idx, mask = eval_batches(n, size)
+            plans.append((bucket, *eval_batches(n, size)))
+        progress = tqdm(total=sum(len(idx) for _, idx, _ in plans), desc="evaluating",
+                        unit="batch", leave=False, mininterval=2.0)
+        for bucket, idx, mask in plans:
             for b in range(len(idx)):
                 l, c, p = self._eval_step(state, bucket, jnp.asarray(idx[b]), jnp.asarray(mask[b]))
                 loss_sum, count = loss_sum + l, count + c
                 preds.append(np.asarray(p)[mask[b] > 0])
+                progress.update()
             labels.append(np.asarray(bucket["y"]))
+        progress.close()
         predictions, labels = np.concatenate(preds), np.concatenate(labels)
         valid = labels != self.pad_label if self.pad_label is not None else np.ones_like(labels, bool)
         accuracy = float(np.sum((predictions == labels) & valid) / max(valid.sum(), 1))
