@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxhw.models.fast_conv import conv_general_dilated, conv_impl
+from jaxhw.models import fast_conv
+from jaxhw.models.fast_conv import conv2d, conv_general_dilated, conv_impl
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -25,14 +26,20 @@ CASES += [(3, 1, ((1, 2), (0, 3))), (3, 2, ((1, 2), (0, 3)))]  # uneven explicit
 def test_gradients_equal_lax(kernel, stride, padding):
     x, w, kg = _inputs((9, 11), kernel)  # odd sizes, not square
 
+    pads = (lax.padtype_to_pads(x.shape[1:3], w.shape[:2], (stride, stride), padding)
+            if isinstance(padding, str) else padding)
+
+    def custom(x, w, strides, padding, dimension_numbers):  # always the custom VJP
+        return conv2d(x, w, strides, tuple(map(tuple, pads)))
+
     def loss(conv, x, w):
         y = conv(x, w, (stride, stride), padding, dimension_numbers=NHWC)
         # a fixed random cotangent, so every output element's gradient is checked
         return jnp.sum(y * jax.random.normal(kg, y.shape))
 
     ref = jax.grad(lambda x, w: loss(lax.conv_general_dilated, x, w), (0, 1))(x, w)
-    got = jax.grad(lambda x, w: loss(conv_general_dilated, x, w), (0, 1))(x, w)
-    np.testing.assert_allclose(loss(conv_general_dilated, x, w), loss(lax.conv_general_dilated, x, w),
+    got = jax.grad(lambda x, w: loss(custom, x, w), (0, 1))(x, w)
+    np.testing.assert_allclose(loss(custom, x, w), loss(lax.conv_general_dilated, x, w),
                                rtol=1e-5)
     for r, g in zip(ref, got):
         assert r.shape == g.shape
@@ -43,8 +50,7 @@ def test_weight_gradient_against_a_hand_computation():
     # 1x1 kernel: dW[0, 0] = sum over pixels of x^T g, written out with numpy.
     x, w, kg = _inputs((4, 4), 1, cin=2, cout=3, batch=1)
     g = jax.random.normal(kg, (1, 4, 4, 3))
-    _, vjp = jax.vjp(lambda w: conv_general_dilated(x, w, (1, 1), "VALID",
-                                                    dimension_numbers=NHWC), w)
+    _, vjp = jax.vjp(lambda w: conv2d(x, w, (1, 1), ((0, 0), (0, 0))), w)
     (dw,) = vjp(g)
     by_hand = np.asarray(x).reshape(16, 2).T @ np.asarray(g).reshape(16, 3)
     np.testing.assert_allclose(dw[0, 0], by_hand, rtol=1e-5)
@@ -59,7 +65,19 @@ def test_unsupported_cases_fall_back_to_lax():
     np.testing.assert_allclose(dilated, ref, rtol=1e-6)
 
 
-def test_flax_conv_outputs_and_gradients_unchanged():
+def test_small_convolutions_stay_with_lax(monkeypatch):
+    x, w, _ = _inputs((8, 8), 3)  # 2 x 8 x 8 = 128 output positions
+    calls = []
+    monkeypatch.setattr(fast_conv, "conv2d", lambda *a: calls.append(a) or conv2d(*a))
+    conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    assert not calls
+    monkeypatch.setattr(fast_conv, "MIN_ROWS", 128)
+    conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
+    assert len(calls) == 1
+
+
+def test_flax_conv_outputs_and_gradients_unchanged(monkeypatch):
+    monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # take the custom path at this tiny size
     x, _, _ = _inputs((10, 10), 3)
     plain = nn.Conv(6, (3, 3), strides=2)
     fast = nn.Conv(6, (3, 3), strides=2, conv_general_dilated=conv_impl(True))
@@ -77,9 +95,10 @@ def test_conv_impl_follows_the_backend():
                            else lax.conv_general_dilated)
 
 
-def test_betternet_outputs_and_gradients_unchanged():
+def test_betternet_outputs_and_gradients_unchanged(monkeypatch):
     from jaxhw.models import BetterNet
 
+    monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # every conv through the custom VJP
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
     nets = [BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), fast_conv=f) for f in (False, True)]
     variables = nets[0].init(jax.random.key(3), x)
