@@ -99,12 +99,13 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
                          rhs_dilation=None, dimension_numbers=None, feature_group_count: int = 1,
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None) -> jnp.ndarray:
-    """Drop-in for ``lax.conv_general_dilated``: 2-D NHWC/HWIO convolutions without dilation
-    or groups and with at least :data:`MIN_ROWS` output positions use :func:`conv2d`;
+    """Drop-in for ``lax.conv_general_dilated``: 2-D NHWC/HWIO convolutions without dilation,
+    groups or an explicit precision, and with at least :data:`MIN_ROWS` output positions use :func:`conv2d`;
     anything else is passed to ``lax`` as it is."""
     plain = (lhs.ndim == 4 and _is_plain_nhwc(dimension_numbers) and feature_group_count == 1
              and batch_group_count == 1 and all(d == 1 for d in (lhs_dilation or (1, 1)))
-             and all(d == 1 for d in (rhs_dilation or (1, 1))) and preferred_element_type is None)
+             and all(d == 1 for d in (rhs_dilation or (1, 1))) and precision is None
+             and preferred_element_type is None)
     if not plain:
         return lax.conv_general_dilated(
             lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
@@ -121,8 +122,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
 
 # The command-line choices (experiments' --conv flag) and the fast_conv value each means.
 CONV_CHOICES = {"auto": None, "fast": True, "lax": False}
-CONV_HELP = ("convolution: auto (the matmul weight gradient on a CPU, lax/cuDNN elsewhere), "
-             "fast (always the matmul weight gradient) or lax (always lax); speed only")
+CONV_HELP = ("convolution: auto (jaxhw's matmul weight gradient on a CPU, lax/cuDNN "
+             "elsewhere), fast (jaxhw's on any backend) or lax (always lax); speed only")
 
 
 def conv_impl(fast: bool | None = None):
