@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from jaxhw.models import BetterNet, ResidualBlock, SimpleCNN
-from jaxhw.models.fast_conv import conv_impl
+from jaxhw.models.cnn import make_conv
 from jaxhw.train import Trainer
 import flax.linen as nn
 
@@ -39,7 +39,7 @@ class ResidualStack(nn.Module):
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = nn.Conv(64, (3, 3), use_bias=False, conv_general_dilated=conv_impl(self.fast_conv))(x)
+        x = make_conv(self.fast_conv, 64, (3, 3), use_bias=False)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
         for cin, cout, stride in ((64, 64, 1), (64, 128, 2), (128, 256, 2)):
             x = ResidualBlock(cin, cout, stride, self.fast_conv)(x, train)

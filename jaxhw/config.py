@@ -53,10 +53,9 @@ def build_parser(cls: type, description: str, presets: Mapping[str, Mapping[str,
             parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction,
                                 help=help_text)
         else:
-            choices = f.metadata.get("choices")
+            choices = f.metadata.get("choices")  # argparse then shows {a,b,c} itself
             parser.add_argument(name, dest=f.name, type=kind, help=help_text, choices=choices,
-                                metavar="{" + ",".join(choices) + "}" if choices
-                                else f.name.upper())
+                                metavar=None if choices else f.name.upper())
     return parser
 
 

@@ -39,8 +39,8 @@ from jaxhw.models.fast_conv import conv_impl
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
-def _conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
-          **kwargs) -> nn.Conv:
+def make_conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
+              **kwargs) -> nn.Conv:
     """``nn.Conv`` with the convolution that ``fast`` selects (see ``conv_impl``)."""
     return nn.Conv(features, kernel, strides, conv_general_dilated=conv_impl(fast), **kwargs)
 
@@ -58,9 +58,10 @@ class SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no dropout or batch norm
-        x = nn.relu(_conv(self.fast_conv, 8, (7, 7), padding="VALID")(x))          # [B, 26, 26, 8]
+        conv = lambda *a: make_conv(self.fast_conv, *a, padding="VALID")  # noqa: E731
+        x = nn.relu(conv(8, (7, 7))(x))                              # [B, 26, 26, 8]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 13, 13, 8]
-        x = nn.relu(_conv(self.fast_conv, 16, (4, 4), padding="VALID")(x))         # [B, 10, 10, 16]
+        x = nn.relu(conv(16, (4, 4))(x))                             # [B, 10, 10, 16]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 5, 5, 16]
         x = x.reshape(x.shape[0], -1)                                # [B, 400]
         x = nn.relu(nn.Dense(100)(x))
@@ -77,7 +78,7 @@ class ConvBN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = _conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME")(x)
+        x = make_conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME")(x)
         return nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
 
 
@@ -140,7 +141,7 @@ class ResidualBlock(nn.Module):
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
         bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)  # noqa: E731
-        conv = lambda *a, **k: _conv(self.fast_conv, *a, use_bias=False, **k)  # noqa: E731
+        conv = lambda *a, **k: make_conv(self.fast_conv, *a, use_bias=False, **k)  # noqa: E731
         y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
         y = nn.relu(bn()(y))
         y = conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -162,7 +163,7 @@ class InceptionCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for _ in range(2):
-            x = nn.relu(_conv(self.fast_conv, 8, (9, 9), padding="SAME")(x))
+            x = nn.relu(make_conv(self.fast_conv, 8, (9, 9), padding="SAME")(x))
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
         x = Inception(8, *self.inception, fast_conv=self.fast_conv)(x, train)
         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
@@ -188,7 +189,7 @@ class BetterNet(nn.Module):
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
         f = self.fast_conv
-        x = ConvBN(self.stem, 3, f)(x, train)                          # [B, 32, 32, stem]
+        x = ConvBN(self.stem, 3, f)(x, train)                       # [B, 32, 32, stem]
         x = nn.max_pool(x, (2, 2), strides=(2, 2))                  # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
