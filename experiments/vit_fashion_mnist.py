@@ -60,6 +60,8 @@ class Config(RunConfig):
     num_heads: int = flag(8, "attention heads (must divide --embed-dim)")
     mlp_ratio: float = flag(2.0, "MLP hidden width / embed dim")
     drop_rate: float = flag(0.0, "dropout after embeddings, attention projection and MLP")
+    drop_path: float = flag(0.0, "stochastic depth: chance of skipping the last block's "
+                                 "branches (rising linearly from 0 at the first block)")
     epochs: int = flag(20, "passes over the 60,000 training images")
     batch_size: int = flag(128, "images per step")
     optimizer: str = flag("adamw", "adamw (warm-up + cosine schedule) or adam (constant "
@@ -70,6 +72,8 @@ class Config(RunConfig):
     label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
     crop_pad: int = flag(0, "random-crop padding in pixels (0 disables cropping)")
     flip: bool = flag(True, "random horizontal flips while training")
+    erase: float = flag(0.0, "chance of random erasing: blank one random rectangle (2-25 %% "
+                             "of the image) of a training image")
     tta: bool = flag(True, "average the predictions of each test image and its mirror")
 
 
@@ -95,7 +99,8 @@ def build_model(cfg: Config) -> VisionTransformer:
                           f"{cfg.num_heads}")
     return VisionTransformer(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
                              embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
-                             mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.drop_rate)
+                             mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.drop_rate,
+                             drop_path_rate=cfg.drop_path)
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -139,7 +144,8 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
         name, cfg, dataset="fashion_mnist", model=model,
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
         batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta_flip=cfg.tta,
-        preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip),
+        preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip,
+                              erase=cfg.erase),
         hooks=[EpochLossPrinter(cfg.epochs)], printouts=printouts)
     test = load_split("fashion_mnist", "test", cfg.data_dir)
     pick = np.random.default_rng(cfg.seed).choice(len(test), 6, replace=False)

@@ -19,7 +19,7 @@ import numpy as np
 import optax
 
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import crop_and_flip, get_spec, load_split, normalize
+from jaxhw.data import crop_and_flip, get_spec, load_split, normalize, random_erase
 from jaxhw.train import (CheckpointError, Checkpoints, EvalResult, Hook, Trainer, TrainState,
                          classification_loss, count_params, open_run, per_class_table,
                          write_json)
@@ -47,15 +47,20 @@ class RunConfig:
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
     """Device-side ``(key, uint8 images, train) -> float images``: scale to [0, 1],
-    normalise per channel, and when training apply crop (``pad`` pixels) and flip."""
+    normalise per channel, and when training apply crop (``pad`` pixels), flip and random
+    erasing (probability ``erase``)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pad: int = 0
     flip: bool = False
+    erase: float = 0.0
 
     def __call__(self, key: jax.Array, images: jax.Array, train: bool) -> jax.Array:
         x = normalize(images, self.mean, self.std)
+        if train and self.erase > 0:  # split only here, so runs without erasing keep their keys
+            key, erase_key = jax.random.split(key)
+            x = random_erase(erase_key, x, self.erase)
         if train and (self.pad or self.flip):
             x = crop_and_flip(key, x, self.pad, self.flip)
         return x

@@ -63,3 +63,32 @@ def crop_and_flip(key: jax.Array, images: jax.Array, pad: int = 4, flip: bool = 
     crop_key, flip_key = jax.random.split(key)
     images = random_crop(crop_key, images, pad)
     return random_flip(flip_key, images) if flip else images
+
+
+def random_erase(key: jax.Array, images: jax.Array, prob: float,
+                 area: tuple[float, float] = (0.02, 0.25),
+                 log_aspect: tuple[float, float] = (-1.2, 1.2)) -> jax.Array:
+    """Random erasing (Zhong et al., 2017): with probability ``prob`` per image, set one
+    random rectangle of ``[B, H, W, C]`` to 0, the mean pixel once the images are normalised.
+
+    The rectangle covers a fraction of the image drawn uniformly from ``area``, with an
+    aspect ratio (height / width) whose log is uniform in ``log_aspect``; it is clipped to the
+    image. Vectorised: one mask per image, no Python per image.
+    """
+    if prob <= 0:
+        return images
+    b, h, w, _ = images.shape
+    k_apply, k_area, k_aspect, k_top, k_left = jax.random.split(key, 5)
+    frac = jax.random.uniform(k_area, (b,), minval=area[0], maxval=area[1])
+    aspect = jnp.exp(jax.random.uniform(k_aspect, (b,), minval=log_aspect[0],
+                                        maxval=log_aspect[1]))
+    eh = jnp.clip(jnp.round(jnp.sqrt(frac * h * w * aspect)), 1, h).astype(jnp.int32)
+    ew = jnp.clip(jnp.round(jnp.sqrt(frac * h * w / aspect)), 1, w).astype(jnp.int32)
+    top = jnp.floor(jax.random.uniform(k_top, (b,)) * (h - eh + 1)).astype(jnp.int32)
+    left = jnp.floor(jax.random.uniform(k_left, (b,)) * (w - ew + 1)).astype(jnp.int32)
+    rows, cols = jnp.arange(h)[None, :], jnp.arange(w)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])          # [B, H]
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])        # [B, W]
+    erase = in_rows[:, :, None] & in_cols[:, None, :]                         # [B, H, W]
+    erase &= jax.random.bernoulli(k_apply, prob, (b,))[:, None, None]
+    return jnp.where(erase[..., None], 0.0, images)

@@ -22,8 +22,9 @@ BetterNet's design (why each piece is there):
   would be a further trick; we keep the blocks exactly as specified).
 
 Every module takes ``fast_conv``: ``None`` (default) uses :mod:`jaxhw.models.fast_conv`'s
-matmul weight gradient on the CPU and ``lax``'s convolution elsewhere; ``True`` / ``False``
-force one. It changes speed only: values and gradients agree to float rounding.
+matmul weight gradient and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
+``lax``'s convolution and ``flax``'s pooling elsewhere; ``True`` / ``False`` force one. It
+changes speed only: values and gradients agree to float rounding.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxhw.models.fast_conv import conv_impl
+from jaxhw.models.fast_pool import pool_impl
 
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the original.
 _BN = dict(momentum=0.9, epsilon=1e-5)
@@ -60,9 +62,9 @@ class SimpleCNN(nn.Module):
         del train  # no dropout or batch norm
         conv = lambda *a: make_conv(self.fast_conv, *a, padding="VALID")  # noqa: E731
         x = nn.relu(conv(8, (7, 7))(x))                              # [B, 26, 26, 8]
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 13, 13, 8]
+        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 13, 13, 8]
         x = nn.relu(conv(16, (4, 4))(x))                             # [B, 10, 10, 16]
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))                   # [B, 5, 5, 16]
+        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 5, 5, 16]
         x = x.reshape(x.shape[0], -1)                                # [B, 400]
         x = nn.relu(nn.Dense(100)(x))
         x = nn.relu(nn.Dense(80)(x))
@@ -112,7 +114,7 @@ class Inception(nn.Module):
         y1 = ConvBN(self.n1x1, 1, f)(x, train)
         y2 = ConvBN(self.n3x3, 3, f)(ConvBN(self.n3x3_blue, 1, f)(x, train), train)
         y3 = ConvBN(self.n5x5, 5, f)(ConvBN(self.n5x5_blue, 1, f)(x, train), train)
-        pooled = nn.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+        pooled = pool_impl(self.fast_conv)(x, (3, 3), strides=(1, 1), padding="SAME")
         y4 = ConvBN(self.pool_planes, 1, f)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
@@ -164,7 +166,7 @@ class InceptionCNN(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for _ in range(2):
             x = nn.relu(make_conv(self.fast_conv, 8, (9, 9), padding="SAME")(x))
-            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
+            x = pool_impl(self.fast_conv)(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
         x = Inception(8, *self.inception, fast_conv=self.fast_conv)(x, train)
         return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
 
@@ -190,7 +192,7 @@ class BetterNet(nn.Module):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
         f = self.fast_conv
         x = ConvBN(self.stem, 3, f)(x, train)                       # [B, 32, 32, stem]
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))                  # [B, 16, 16, stem]
+        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
         x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,

@@ -8,20 +8,23 @@ pass and input gradient and replaces the weight gradient with
     dW[i, j] = sum over (b, y, x) of  x_pad[b, s*y + i, s*x + j, :]^T  g[b, y, x, :]
 
 for every kernel offset ``(i, j)``: one ``[Cin, B*Ho*Wo] @ [B*Ho*Wo, Cout]`` matmul per
-offset on a strided slice of the padded input. The result equals the ``lax`` gradient up to
-float rounding (tests check it for strides 1 and 2, SAME and VALID padding, odd sizes and
-1x1 to 7x7 kernels).
+offset on a strided slice of the padded input (:func:`weight_grad`). Layers with very few
+channels (an RGB input layer) make those matmuls too thin; for them
+:func:`weight_grad_banded` computes the same sum as one large matmul over image rows. The
+results equal the ``lax`` gradient up to float rounding (tests check both for strides 1
+and 2, SAME and VALID padding, odd sizes and 1x1 to 7x7 kernels).
 
 ``conv_general_dilated`` has the signature of ``lax.conv_general_dilated`` so it plugs into
 ``flax.linen.Conv(conv_general_dilated=...)``; cases it does not cover (dilation, groups,
-other layouts) go to ``lax`` unchanged, and so do convolutions with fewer than
-:data:`MIN_ROWS` output positions (``batch x Ho x Wo``), where the per-offset matmuls are too
-small to beat XLA. :func:`conv_impl` picks it only on CPU.
-
-Per-layer times on this project's 2-core CPU (ms, weight gradient only, XLA vs matmul):
-batch 128 at 16x16, 16->32 3x3: 10.3 vs 4.6; 32x32, 3->8 7x7: 44.5 vs 27.2; 8x8,
-128->128 3x3: 21.2 vs 26.9 (too few rows: left to XLA); batch 256 at 32x32, 64->64 3x3:
-627 vs 520.
+other layouts, an explicit precision) go to ``lax`` unchanged. For the rest,
+:func:`weight_grad_choice` picks ``lax``, the per-offset or the banded weight gradient by
+the layer's shape, from per-layer timings on this project's 2-core CPU (weight gradient
+only, ms, XLA / per-offset / banded; measured while other jobs shared the machine, so
+compare within a row): SimpleCNN's 32x32 RGB layer, 7x7 3->8, batch 128: 96 / 66 / 13;
+BetterNet at 16x16, batch 128: 3x3 16->32: 29 / 18 / -, 5x5 4->8: 1.7 / 9.1 / 2.9, 1x1
+32->16: 7.7 / 3.5 / -; at 8x8, 3x3 128->128 (8,192 rows): 60 / 71 / - (left to XLA);
+batch 256 at 32x32, 64->64 3x3: 2,673 / 1,385 / 2,425. :func:`conv_impl` picks this module
+only on a CPU.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # Below this many output positions (batch x Ho x Wo) XLA's weight gradient was as fast or
 # faster in our per-layer timings (batch 128 at 8x8 = 8,192 lost; 128 x 10x10 = 12,800 won).
 MIN_ROWS = 12_288
+# Thinner than this (cin * cout), the per-offset matmuls lost to XLA: BetterNet's 5x5 4->8
+# layer at 16x16, batch 128: 9.1 ms against 1.7 ms.
+MIN_CHANNEL_PRODUCT = 64
+# Thin layers with at least this many kernel taps use the banded matmul: SimpleCNN's 7x7
+# 3->8 layer at 32x32, batch 128: 13 ms against XLA's 96 ms (XLA won for the 5x5 above).
+BANDED_MIN_TAPS = 49
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
@@ -66,22 +75,56 @@ def weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
     return jnp.stack(taps).reshape(kh, kw, cin, cout).astype(x.dtype)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def conv2d(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
+def weight_grad_banded(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
+                       strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
+    """The same gradient as :func:`weight_grad`, as one large matmul, for layers with very
+    few channels (an RGB input layer), where the per-offset matmuls ``[Cin, rows] @ [rows,
+    Cout]`` are too thin to run fast.
+
+    Rows are image rows ``(b, y)``: ``A[(b, y), (i, x', c)] = x_pad[b, s*y + i, x', c]``
+    (every input column) and ``G[(b, y), (x, o)] = g[b, y, x, o]``; ``C = A^T G`` holds every
+    (input column, output column) pair, and ``dW[i, j, c, o] = sum_x C[(i, s*x + j, c),
+    (x, o)]`` reads its bands. It multiplies ``(Wp / kw)`` times more than needed, which
+    pays only when the channels are few.
+    """
+    (kh, kw), (sh, sw) = kernel, strides
+    b, _, _, cin = x.shape
+    ho, wo, cout = g.shape[1:]
+    xp = lax.pad(x, jnp.zeros((), x.dtype), ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
+    wp = xp.shape[2]
+    rows = [lax.slice(xp, (0, i, 0, 0), (b, i + sh * (ho - 1) + 1, wp, cin), (1, sh, 1, 1))
+            for i in range(kh)]                                  # kh x [B, Ho, Wp, Cin]
+    a = jnp.stack(rows, 2).reshape(b * ho, kh * wp * cin)
+    c = lax.dot_general(a, g.reshape(b * ho, wo * cout), (((0,), (0,)), ((), ())),
+                        preferred_element_type=jnp.float32).reshape(kh, wp, cin, wo, cout)
+    cols = jnp.arange(wo)
+    # c[:, sw*x + j, :, x, :] -> [Wo, kh, Cin, Cout], summed over x, for each j.
+    return jnp.stack([c[:, cols * sw + j, :, cols, :].sum(0) for j in range(kw)],
+                     axis=1).astype(x.dtype)
+
+
+_WEIGHT_GRADS = {"matmul": weight_grad, "banded": weight_grad_banded}
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def conv2d(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads,
+           wgrad: str = "matmul") -> jnp.ndarray:
     """NHWC x HWIO convolution with explicit ``pads`` ``((top, bottom), (left, right))``:
-    ``[B, H, W, Cin]`` -> ``[B, Ho, Wo, Cout]``; same values and gradients as ``lax``."""
+    ``[B, H, W, Cin]`` -> ``[B, Ho, Wo, Cout]``; same values and gradients as ``lax``.
+    ``wgrad`` picks the weight gradient: ``"matmul"`` (:func:`weight_grad`) or ``"banded"``
+    (:func:`weight_grad_banded`)."""
     return _lax_conv(x, w, strides, pads)
 
 
-def _conv2d_fwd(x, w, strides, pads):
+def _conv2d_fwd(x, w, strides, pads, wgrad):
     return _lax_conv(x, w, strides, pads), (x, w)
 
 
-def _conv2d_bwd(strides, pads, residuals, g):
+def _conv2d_bwd(strides, pads, wgrad, residuals, g):
     x, w = residuals
     _, input_vjp = jax.vjp(lambda x_: _lax_conv(x_, w, strides, pads), x)
     (dx,) = input_vjp(g)
-    return dx, weight_grad(x, g, w.shape[:2], strides, pads)
+    return dx, _WEIGHT_GRADS[wgrad](x, g, w.shape[:2], strides, pads)
 
 
 conv2d.defvjp(_conv2d_fwd, _conv2d_bwd)
@@ -117,9 +160,27 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
     rows = lhs.shape[0]  # output positions: batch x Ho x Wo
     for size, k, s, (lo, hi) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads):
         rows *= (size + lo + hi - k) // s + 1
-    if rows < MIN_ROWS:
+    wgrad = weight_grad_choice(rows, *rhs.shape)
+    if wgrad == "lax":
         return _lax_conv(lhs, rhs, strides, pads)
-    return conv2d(lhs, rhs, strides, pads)
+    return conv2d(lhs, rhs, strides, pads, wgrad)
+
+
+def weight_grad_choice(rows: int, kh: int, kw: int, cin: int, cout: int) -> str:
+    """Which weight gradient wins for a layer with ``rows`` output positions (batch x Ho x
+    Wo) and a ``[kh, kw, cin, cout]`` kernel: ``"lax"``, ``"matmul"`` or ``"banded"``.
+
+    A rule read off per-layer timings on this project's 2-core CPU (the layers of SimpleCNN,
+    BetterNet and the benchmark's ResidualStack; see the module docstring): the per-offset
+    matmuls need enough rows and enough channels (``cin * cout >= 64``); below that, XLA is
+    faster, except for wide kernels over few channels (SimpleCNN's 7x7 RGB layer), where
+    the banded matmul is.
+    """
+    if rows < MIN_ROWS:
+        return "lax"
+    if cin * cout >= MIN_CHANNEL_PRODUCT:
+        return "matmul"
+    return "banded" if kh * kw >= BANDED_MIN_TAPS else "lax"
 
 
 # The command-line choices (experiments' --conv flag) and the fast_conv value each means.

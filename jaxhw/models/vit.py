@@ -90,21 +90,41 @@ class Mlp(nn.Module):
         return nn.Dropout(self.drop, deterministic=not train)(x)
 
 
+class DropPath(nn.Module):
+    """Stochastic depth: while training, zero a residual branch ``[B, ...]`` for a random
+    ``rate`` of the examples and scale the rest by ``1 / (1 - rate)``. One random number per
+    example, so it costs nothing next to element-wise dropout."""
+
+    rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if not train or self.rate == 0.0:
+            return x
+        keep = jax.random.bernoulli(self.make_rng("dropout"), 1.0 - self.rate,
+                                    (x.shape[0],) + (1,) * (x.ndim - 1))
+        return jnp.where(keep, x / (1.0 - self.rate), 0.0)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block: x + Attn(LN(x)), then x + Mlp(LN(x))."""
+    """Pre-norm transformer block: x + Attn(LN(x)), then x + Mlp(LN(x)); each branch
+    dropped per example with probability ``drop_path`` while training."""
 
     dim: int
     num_heads: int
     mlp_ratio: float = 4.0
     drop: float = 0.0
     attn_drop: float = 0.0
+    drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = x + Attention(self.dim, self.num_heads, attn_drop=self.attn_drop,
-                          proj_drop=self.drop, name="attn")(nn.LayerNorm(name="norm1")(x), train)
-        return x + Mlp(int(self.dim * self.mlp_ratio), self.dim, self.drop,
-                       name="mlp")(nn.LayerNorm(name="norm2")(x), train)
+        attn = Attention(self.dim, self.num_heads, attn_drop=self.attn_drop,
+                         proj_drop=self.drop, name="attn")(nn.LayerNorm(name="norm1")(x), train)
+        x = x + DropPath(self.drop_path)(attn, train)
+        mlp = Mlp(int(self.dim * self.mlp_ratio), self.dim, self.drop,
+                  name="mlp")(nn.LayerNorm(name="norm2")(x), train)
+        return x + DropPath(self.drop_path)(mlp, train)
 
 
 class VisionTransformer(nn.Module):
@@ -122,6 +142,7 @@ class VisionTransformer(nn.Module):
     mlp_ratio: float = 4.0
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
+    drop_path_rate: float = 0.0  # stochastic depth of the last block, rising linearly from 0
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -136,7 +157,8 @@ class VisionTransformer(nn.Module):
         x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.embed_dim)), x], axis=1)
         x = nn.Dropout(self.drop_rate, deterministic=not train)(x + pos)  # [B, N + 1, D]
         for i in range(self.depth):
+            rate = self.drop_path_rate * i / max(self.depth - 1, 1)
             x = Block(self.embed_dim, self.num_heads, self.mlp_ratio, self.drop_rate,
-                      self.attn_drop_rate, name=f"blocks_{i}")(x, train)
+                      self.attn_drop_rate, rate, name=f"blocks_{i}")(x, train)
         x = nn.LayerNorm(name="norm")(x)
         return nn.Dense(self.num_classes, name="head")(x[:, 0])
