@@ -7,8 +7,9 @@ For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu preset) both fra
 run an SGD-momentum cross-entropy step on the same random batch: a warm-up step (JAX's
 compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
 the figure is the median images/s over the blocks. JAX runs twice per net: with ``lax``'s
-convolution and with jaxhw's matmul weight gradient (``jaxhw.models.fast_conv``). Prints
-the JAX/PyTorch ratio per net and convolution and writes JSON.
+convolution and ``flax``'s pooling, and with jaxhw's CPU versions
+(``jaxhw.models.fast_conv``, ``jaxhw.models.fast_pool``). Prints the JAX/PyTorch ratio
+per net and writes JSON.
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ def torch_nets():
 NETS = {"SimpleCNN": (lambda f: SimpleCNN(fast_conv=f), 128),
         "ResidualStack": (lambda f: ResidualStack(fast_conv=f), 256),
         "BetterNet": (lambda f: BetterNet(blocks=(0, 1, 1), fast_conv=f), 128)}
+# Default steps per timed block: enough that a block lasts ~0.5 s or more on a 2-core CPU
+# (a SimpleCNN step takes ~10-20 ms, a ResidualStack step ~2-4 s).
+STEPS = {"SimpleCNN": 40, "ResidualStack": 3, "BetterNet": 5}
 
 
 def time_blocks(step, blocks: int, steps: int, batch: int) -> float:
@@ -179,7 +183,8 @@ def main(argv=None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nets", default=",".join(NETS), help="comma-separated nets to run")
     parser.add_argument("--blocks", type=int, default=3, help="timed blocks per net")
-    parser.add_argument("--steps", type=int, default=3, help="train steps per timed block")
+    parser.add_argument("--steps", type=int, default=None,
+                        help=f"train steps per timed block (default per net: {STEPS})")
     parser.add_argument("--out", default="benchmarks/results/train_step.json",
                         help="where the JSON goes")
     args = parser.parse_args(argv)
@@ -191,10 +196,11 @@ def main(argv=None) -> None:
     for name in args.nets.split(","):
         if name not in NETS:
             parser.error(f"unknown net {name!r}; choose from {list(NETS)}")
-        torch_rate = bench_torch(name, args.blocks, args.steps)
+        steps = args.steps or STEPS[name]
+        torch_rate = bench_torch(name, args.blocks, steps)
         for conv in ("lax", "fast"):
-            jax_rate, compile_s = bench_jax(name, conv == "fast", args.blocks, args.steps)
-            row = {"net": name, "batch": NETS[name][1], "conv": conv,
+            jax_rate, compile_s = bench_jax(name, conv == "fast", args.blocks, steps)
+            row = {"net": name, "batch": NETS[name][1], "steps_per_block": steps, "conv": conv,
                    "jax_images_per_s": jax_rate, "torch_images_per_s": torch_rate,
                    "ratio": jax_rate / torch_rate, "jax_compile_s": compile_s}
             rows.append(row)

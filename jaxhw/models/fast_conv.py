@@ -40,6 +40,9 @@ _NHWC = ("NHWC", "HWIO", "NHWC")
 # Below this many output positions (batch x Ho x Wo) XLA's weight gradient was as fast or
 # faster in our per-layer timings (batch 128 at 8x8 = 8,192 lost; 128 x 10x10 = 12,800 won).
 MIN_ROWS = 12_288
+# Padded input per chunk of the batch in :func:`weight_grad` (bytes): 2-3 MB chunks were
+# fastest in our timings (chunks of 8, 16 and 32 images tried on four layer shapes).
+CHUNK_BYTES = 3 << 20
 # Thinner than this (cin * cout), the per-offset matmuls lost to XLA: BetterNet's 5x5 4->8
 # layer at 16x16, batch 128: 9.1 ms against 1.7 ms.
 MIN_CHANNEL_PRODUCT = 64
@@ -58,7 +61,31 @@ def weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
     """Gradient of ``sum(conv(x, w) * g)`` with respect to ``w``.
 
     ``x`` ``[B, H, W, Cin]``, ``g`` ``[B, Ho, Wo, Cout]`` -> ``[kh, kw, Cin, Cout]``.
+
+    Large layers go through the batch in chunks of about :data:`CHUNK_BYTES` of padded
+    input (a ``lax.scan`` that sums the chunks' gradients), so that the shifted slices are
+    copied and multiplied while they are still in cache: on this project's 2-core CPU,
+    batch 256 at 32x32, 64->64 3x3: 347 ms in chunks of 8 images, 559 ms in one piece.
     """
+    b = x.shape[0]
+    per_image = (x.shape[1] + sum(pads[0])) * (x.shape[2] + sum(pads[1])) * x.shape[3] * 4
+    chunk = max([d for d in range(1, b + 1) if b % d == 0 and d * per_image <= CHUNK_BYTES],
+                default=1)
+    if chunk == b:
+        return _weight_grad_block(x, g, kernel, strides, pads)
+
+    def add_chunk(total, xg):
+        return total + _weight_grad_block(*xg, kernel, strides, pads), None
+
+    total = jnp.zeros((*kernel, x.shape[3], g.shape[3]), jnp.float32)
+    chunks = (x.reshape(b // chunk, chunk, *x.shape[1:]),
+              g.reshape(b // chunk, chunk, *g.shape[1:]))
+    return lax.scan(add_chunk, total, chunks)[0].astype(x.dtype)
+
+
+def _weight_grad_block(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
+                       strides: tuple[int, int], pads: Pads) -> jnp.ndarray:
+    """:func:`weight_grad` of one piece of the batch, one matmul per kernel offset."""
     (kh, kw), (sh, sw) = kernel, strides
     b, _, _, cin = x.shape
     ho, wo, cout = g.shape[1:]
@@ -101,6 +128,16 @@ def weight_grad_banded(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
     # c[:, sw*x + j, :, x, :] -> [Wo, kh, Cin, Cout], summed over x, for each j.
     return jnp.stack([c[:, cols * sw + j, :, cols, :].sum(0) for j in range(kw)],
                      axis=1).astype(x.dtype)
+
+
+def conv1x1(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]) -> jnp.ndarray:
+    """An unpadded 1x1 convolution ``[B, H, W, Cin]`` x ``[1, 1, Cin, Cout]`` as a strided
+    slice and one matmul, ``[B, Ho, Wo, Cout]``. Autodiff then gives matmuls and a padding
+    for the gradients, where XLA's CPU backend runs the input gradient of a strided 1x1
+    convolution as a slow dilated convolution (a projection shortcut's 64->128, stride 2,
+    batch 128 at 16x16: XLA's weight gradient 21 ms against 2.9 ms as a matmul)."""
+    xs = x[:, ::strides[0], ::strides[1], :]
+    return jnp.einsum("bhwc,co->bhwo", xs, w[0, 0])
 
 
 _WEIGHT_GRADS = {"matmul": weight_grad, "banded": weight_grad_banded}
@@ -157,6 +194,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
         padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
     pads = tuple((int(lo), int(hi)) for lo, hi in padding)
     strides = tuple(int(s) for s in window_strides)
+    if rhs.shape[:2] == (1, 1) and all(p == (0, 0) for p in pads):
+        return conv1x1(lhs, rhs, strides)
     rows = lhs.shape[0]  # output positions: batch x Ho x Wo
     for size, k, s, (lo, hi) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads):
         rows *= (size + lo + hi - k) // s + 1
@@ -174,8 +213,10 @@ def weight_grad_choice(rows: int, kh: int, kw: int, cin: int, cout: int) -> str:
     BetterNet and the benchmark's ResidualStack; see the module docstring): the per-offset
     matmuls need enough rows and enough channels (``cin * cout >= 64``); below that, XLA is
     faster, except for wide kernels over few channels (SimpleCNN's 7x7 RGB layer), where
-    the banded matmul is.
+    the banded matmul is. A 1x1 kernel is one matmul, which beats XLA at every size.
     """
+    if kh * kw == 1:  # a single matmul at any size (a padded 1x1; unpadded: conv1x1)
+        return "matmul"
     if rows < MIN_ROWS:
         return "lax"
     if cin * cout >= MIN_CHANNEL_PRODUCT:
@@ -185,7 +226,8 @@ def weight_grad_choice(rows: int, kh: int, kw: int, cin: int, cout: int) -> str:
 
 # The command-line choices (experiments' --conv flag) and the fast_conv value each means.
 CONV_CHOICES = {"auto": None, "fast": True, "lax": False}
-CONV_HELP = ("convolution: auto (jaxhw's matmul weight gradient on a CPU, lax/cuDNN "
+CONV_HELP = ("convolution and max pooling: auto (jaxhw's CPU versions - matmul weight "
+             "gradients, pooling without select_and_scatter - on a CPU, lax/cuDNN "
              "elsewhere), fast (jaxhw's on any backend) or lax (always lax); speed only")
 
 

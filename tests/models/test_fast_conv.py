@@ -47,6 +47,30 @@ def test_gradients_equal_lax(kernel, stride, padding, wgrad):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4 * float(jnp.abs(r).max()))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_weight_gradient_in_batch_chunks_equals_one_piece(monkeypatch, stride):
+    x, w, kg = _inputs((9, 9), 3, cin=4, cout=6, batch=6)
+    pads = ((1, 1), (1, 1))
+    g = jax.random.normal(kg, (6, 5 if stride == 2 else 9, 5 if stride == 2 else 9, 6))
+    whole = fast_conv.weight_grad(x, g, (3, 3), (stride, stride), pads)
+    monkeypatch.setattr(fast_conv, "CHUNK_BYTES", 2 * 11 * 11 * 4 * 4)  # 2 images per chunk
+    chunked = jax.jit(lambda x, g: fast_conv.weight_grad(x, g, (3, 3), (stride, stride), pads))
+    np.testing.assert_allclose(chunked(x, g), whole, rtol=1e-5, atol=1e-5)
+    assert "while" in chunked.lower(x, g).as_text()  # it did go through the scan
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_1x1_convolutions_equal_lax(stride):
+    x, w, kg = _inputs((9, 10), 1, cin=4, cout=6)  # odd height: the last row is kept
+    convs = [lambda x, w, c=c: c(x, w, (stride, stride), "SAME", dimension_numbers=NHWC)
+             for c in (lax.conv_general_dilated, conv_general_dilated)]
+    ref, got = (c(x, w) for c in convs)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    g = jax.random.normal(kg, ref.shape)
+    for a, b in zip(*(jax.vjp(c, x, w)[1](g) for c in convs)):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
+
+
 def test_weight_gradient_against_a_hand_computation():
     # 1x1 kernel: dW[0, 0] = sum over pixels of x^T g, written out with numpy.
     x, w, kg = _inputs((4, 4), 1, cin=2, cout=3, batch=1)
@@ -83,6 +107,7 @@ def test_small_convolutions_stay_with_lax(monkeypatch):
     (128 * 16 * 16, (3, 3, 16, 32), "matmul"),
     (128 * 16 * 16, (1, 1, 32, 4), "matmul"),
     (128 * 8 * 8, (3, 3, 128, 128), "lax"),      # too few rows
+    (128 * 8 * 8, (1, 1, 64, 128), "matmul"),    # but a 1x1 kernel is one matmul
 ])
 def test_weight_gradient_choice(rows, kernel, expected):
     assert fast_conv.weight_grad_choice(rows, *kernel) == expected
