@@ -86,6 +86,7 @@ def main(argv=None) -> None:
         run_cfg = vit_fashion_mnist.Config(
             **{**BASE, **SETTINGS[name]}, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
             batch_size=cfg.batch_size, warmup_epochs=0.5, tta=False,  # as in the committed run
+            weight_decay=0.05,
             data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit)
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")

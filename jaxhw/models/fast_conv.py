@@ -18,13 +18,14 @@ and 2, SAME and VALID padding, odd sizes and 1x1 to 7x7 kernels).
 ``flax.linen.Conv(conv_general_dilated=...)``; cases it does not cover (dilation, groups,
 other layouts, an explicit precision) go to ``lax`` unchanged. For the rest,
 :func:`weight_grad_choice` picks ``lax``, the per-offset or the banded weight gradient by
-the layer's shape, from per-layer timings on this project's 2-core CPU (weight gradient
-only, ms, XLA / per-offset / banded; measured while other jobs shared the machine, so
-compare within a row): SimpleCNN's 32x32 RGB layer, 7x7 3->8, batch 128: 96 / 66 / 13;
-BetterNet at 16x16, batch 128: 3x3 16->32: 29 / 18 / -, 5x5 4->8: 1.7 / 9.1 / 2.9, 1x1
-32->16: 7.7 / 3.5 / -; at 8x8, 3x3 128->128 (8,192 rows): 60 / 71 / - (left to XLA);
-batch 256 at 32x32, 64->64 3x3: 2,673 / 1,385 / 2,425. :func:`conv_impl` picks this module
-only on a CPU.
+the layer's shape, and unpadded 1x1 convolutions become a matmul (:func:`conv1x1`).
+Weight-gradient times on this project's 2-core CPU (ms; XLA / per-offset in one piece /
+per-offset in batch chunks, the default), batch 256: 32x32, 3x3 64->64: 723 / 559 / 347;
+16x16, 3x3 128->128: 340 / 226 / 144; 32x32, 3x3 64->128 stride 2: 241 / 153 / 80;
+batch 128: 16x16, 3x3 16->32: 9.5 / 3.9 (no chunks at this size); 32x32, 3x3 3->32:
+9.1 / 5.9; 16x16, 5x5 4->8: 1.3 / 3.4 (left to XLA). SimpleCNN's 7x7 3->8 RGB layer at
+32x32, batch 128 (measured while other jobs shared the machine): XLA 96, per-offset 66,
+banded 13. :func:`conv_impl` picks this module only on a CPU.
 """
 
 from __future__ import annotations
@@ -38,16 +39,18 @@ from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 # Below this many output positions (batch x Ho x Wo) XLA's weight gradient was as fast or
-# faster in our per-layer timings (batch 128 at 8x8 = 8,192 lost; 128 x 10x10 = 12,800 won).
-MIN_ROWS = 12_288
+# faster in our per-layer timings (batch 128: 4x4, 3x3 256->256, 2,048 rows: XLA 10.4 ms,
+# matmuls 13.2; 8x8, 3x3 128->128, 8,192 rows: XLA 21.9, matmuls in chunks 18.4).
+MIN_ROWS = 8_192
 # Padded input per chunk of the batch in :func:`weight_grad` (bytes): 2-3 MB chunks were
 # fastest in our timings (chunks of 8, 16 and 32 images tried on four layer shapes).
 CHUNK_BYTES = 3 << 20
 # Thinner than this (cin * cout), the per-offset matmuls lost to XLA: BetterNet's 5x5 4->8
-# layer at 16x16, batch 128: 9.1 ms against 1.7 ms.
+# layer at 16x16, batch 128: 3.4 ms against 1.3 ms.
 MIN_CHANNEL_PRODUCT = 64
 # Thin layers with at least this many kernel taps use the banded matmul: SimpleCNN's 7x7
-# 3->8 layer at 32x32, batch 128: 13 ms against XLA's 96 ms (XLA won for the 5x5 above).
+# 3->8 layer at 32x32, batch 128: 13 ms against XLA's 96 ms, both measured on a busy
+# machine (XLA won for the 5x5 above).
 BANDED_MIN_TAPS = 49
 Pads = tuple[tuple[int, int], tuple[int, int]]
 

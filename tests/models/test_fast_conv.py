@@ -106,8 +106,9 @@ def test_small_convolutions_stay_with_lax(monkeypatch):
     (128 * 16 * 16, (5, 5, 4, 8), "lax"),        # BetterNet's thin 5x5 Inception branch
     (128 * 16 * 16, (3, 3, 16, 32), "matmul"),
     (128 * 16 * 16, (1, 1, 32, 4), "matmul"),
-    (128 * 8 * 8, (3, 3, 128, 128), "lax"),      # too few rows
-    (128 * 8 * 8, (1, 1, 64, 128), "matmul"),    # but a 1x1 kernel is one matmul
+    (128 * 8 * 8, (3, 3, 128, 128), "matmul"),
+    (128 * 4 * 4, (3, 3, 256, 256), "lax"),      # too few rows
+    (128 * 4 * 4, (1, 1, 64, 128), "matmul"),    # but a 1x1 kernel is one matmul
 ])
 def test_weight_gradient_choice(rows, kernel, expected):
     assert fast_conv.weight_grad_choice(rows, *kernel) == expected
