@@ -183,8 +183,9 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
                          batch_group_count: int = 1, precision=None,
                          preferred_element_type=None) -> jnp.ndarray:
     """Drop-in for ``lax.conv_general_dilated``: 2-D NHWC/HWIO convolutions without dilation,
-    groups or an explicit precision, and with at least :data:`MIN_ROWS` output positions, use
-    :func:`conv2d`; anything else is passed to ``lax`` as it is."""
+    groups or an explicit precision use :func:`conv1x1` (unpadded 1x1 kernels) or
+    :func:`conv2d` with the weight gradient :func:`weight_grad_choice` picks; anything else
+    is passed to ``lax`` as it is."""
     plain = (lhs.ndim == 4 and _is_plain_nhwc(dimension_numbers) and feature_group_count == 1
              and batch_group_count == 1 and all(d == 1 for d in (lhs_dilation or (1, 1)))
              and all(d == 1 for d in (rhs_dilation or (1, 1))) and precision is None

@@ -59,3 +59,20 @@ def test_crop_and_flip_is_jittable_and_keyed():
     a, b = f(jax.random.key(5), images), f(jax.random.key(5), images)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, f(jax.random.key(6), images))
+
+
+def test_random_erase_blanks_one_rectangle_in_about_prob_of_the_images():
+    from jaxhw.data import random_erase
+
+    images = jnp.ones((400, 12, 10, 2))
+    out = np.asarray(random_erase(jax.random.key(5), images, prob=0.5))
+    erased = out[..., 0] == 0                                   # [B, H, W]
+    assert (out[..., 0] == out[..., 1]).all()                   # all channels alike
+    hit = erased.any(axis=(1, 2))
+    assert 0.4 < hit.mean() < 0.6
+    for mask in erased[hit][:50]:                               # each one a filled rectangle
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        assert mask.sum() == len(rows) * len(cols)
+        assert np.ptp(rows) == len(rows) - 1 and np.ptp(cols) == len(cols) - 1
+        assert mask.mean() <= 0.35                               # area 2-25 %, after rounding
+    np.testing.assert_array_equal(random_erase(jax.random.key(5), images, 0.0), images)

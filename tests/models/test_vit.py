@@ -82,3 +82,27 @@ def test_parameter_count_by_hand():
 def test_wrong_input_shape_is_clear():
     with pytest.raises(ValueError, match="expects 1 channels"):
         small_vit().init(jax.random.key(0), jnp.ones((1, 28, 28, 3)))
+
+
+def test_drop_path_drops_whole_examples_and_keeps_the_mean():
+    from jaxhw.models.vit import DropPath
+
+    x = jnp.ones((2000, 3, 4))
+    out = np.asarray(DropPath(0.25).apply({}, x, train=True,
+                                          rngs={"dropout": jax.random.key(0)}))
+    per_example = out.reshape(2000, -1)
+    np.testing.assert_allclose(np.unique(per_example), [0.0, 1 / 0.75], rtol=1e-6)  # 0 or scaled
+    assert (per_example == per_example[:, :1]).all()
+    assert abs(out.mean() - 1.0) < 0.05
+    np.testing.assert_array_equal(DropPath(0.25).apply({}, x, train=False), x)
+
+
+def test_stochastic_depth_only_changes_training_outputs():
+    x = jax.random.normal(jax.random.key(1), (4, 28, 28, 1))
+    model = small_vit(drop_path_rate=0.5)
+    variables = model.init(jax.random.key(0), x)
+    np.testing.assert_allclose(model.apply(variables, x), small_vit().apply(variables, x),
+                               rtol=1e-6)
+    a, b = (model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(k)})
+            for k in (1, 2))
+    assert not np.allclose(a, b)
