@@ -71,7 +71,8 @@ def weight_grad(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
     batch 256 at 32x32, 64->64 3x3: 347 ms in chunks of 8 images, 559 ms in one piece.
     """
     b = x.shape[0]
-    per_image = (x.shape[1] + sum(pads[0])) * (x.shape[2] + sum(pads[1])) * x.shape[3] * 4
+    per_image = ((x.shape[1] + sum(pads[0])) * (x.shape[2] + sum(pads[1])) * x.shape[3]
+                 * x.dtype.itemsize)
     chunk = max([d for d in range(1, b + 1) if b % d == 0 and d * per_image <= CHUNK_BYTES],
                 default=1)
     if chunk == b:
@@ -136,9 +137,10 @@ def weight_grad_banded(x: jnp.ndarray, g: jnp.ndarray, kernel: tuple[int, int],
 def conv1x1(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int]) -> jnp.ndarray:
     """An unpadded 1x1 convolution ``[B, H, W, Cin]`` x ``[1, 1, Cin, Cout]`` as a strided
     slice and one matmul, ``[B, Ho, Wo, Cout]``. Autodiff then gives matmuls and a padding
-    for the gradients, where XLA's CPU backend runs the input gradient of a strided 1x1
-    convolution as a slow dilated convolution (a projection shortcut's 64->128, stride 2,
-    batch 128 at 16x16: XLA's weight gradient 21 ms against 2.9 ms as a matmul)."""
+    for the gradients. XLA's CPU backend is slow at both: its weight gradient of a projection
+    shortcut (64->128, stride 2, batch 128 at 16x16) took 21 ms against 2.9 ms as a matmul,
+    and it runs the input gradient of a strided 1x1 convolution as a dilated convolution
+    (seen in a profile of the ResidualBlock stack)."""
     xs = x[:, ::strides[0], ::strides[1], :]
     return jnp.einsum("bhwc,co->bhwo", xs, w[0, 0])
 
