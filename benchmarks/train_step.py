@@ -28,6 +28,7 @@ import optax
 
 from jaxhw.models import BetterNet, ResidualBlock, SimpleCNN
 from jaxhw.models.cnn import make_conv
+from jaxhw.models.fast_conv import compiler_options
 from jaxhw.train import Trainer
 import flax.linen as nn
 
@@ -138,7 +139,8 @@ def time_blocks(step, blocks: int, steps: int, batch: int) -> float:
 
 def bench_jax(name: str, fast_conv: bool, blocks: int, steps: int) -> tuple[float, float]:
     make, batch = NETS[name]
-    trainer = Trainer(make(fast_conv), optax.sgd(0.01, 0.9), log_every=1)
+    trainer = Trainer(make(fast_conv), optax.sgd(0.01, 0.9), log_every=1,
+                      compiler_options=compiler_options(fast_conv))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
     data = trainer.put(x, rng.integers(0, 10, batch))

@@ -31,7 +31,7 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
 from jaxhw.models import MODELS, get_model
-from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP
+from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
 from jaxhw.train import RunningLossPrinter
 
 from experiments.cifar_simple_cnn import printouts  # the original notebook's lines
@@ -105,7 +105,8 @@ def main(argv=None) -> None:
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
         batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta_flip=cfg.tta,
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip),
-        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts)
+        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
+        compiler_options=compiler_options(CONV_CHOICES[cfg.conv]))
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from jaxhw import cli, config
 from jaxhw.config import flag
 from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
 from jaxhw.models import SimpleCNN
-from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP
+from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
 from jaxhw.train import RunningLossPrinter
 
 
@@ -47,7 +47,8 @@ def main(argv=None) -> None:
         make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts)
+        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
+        compiler_options=compiler_options(CONV_CHOICES[cfg.conv]))
 
 
 if __name__ == "__main__":

@@ -150,10 +150,12 @@ def train_image_classifier(
         make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
         preprocess: Preprocess, label_smoothing: float = 0.0, tta_flip: bool = False,
         hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        printouts: Callable[[str, Any], None] | None = None) -> tuple[dict, TrainState, Path]:
+        printouts: Callable[[str, Any], None] | None = None,
+        compiler_options: dict[str, str] | None = None) -> tuple[dict, TrainState, Path]:
     """Load ``dataset`` (``--train-limit`` / ``--test-limit`` subsets), put it on the device,
     and :func:`train_classifier` ``model`` on it. ``make_tx(steps_per_epoch)`` builds the
-    optimizer (schedules need the step count). Returns the results dict, the final train
+    optimizer (schedules need the step count); ``compiler_options`` go to the compiled
+    steps (see :class:`Trainer`). Returns the results dict, the final train
     state and the folder the results were written to."""
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
@@ -168,7 +170,7 @@ def train_image_classifier(
     steps_per_epoch = len(train_y) // batch_size
     trainer = Trainer(model, make_tx(steps_per_epoch),
                       loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
-                      tta_flip=tta_flip)
+                      tta_flip=tta_flip, compiler_options=compiler_options)
     state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
     print(f"{name}: {count_params(state.params):,} parameters, {len(train_y):,} train / "
           f"{len(test_y):,} test images, {steps_per_epoch} steps per epoch, "

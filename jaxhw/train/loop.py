@@ -63,6 +63,8 @@ class Trainer:
       mesh: devices to shard batches over (default: all devices).
       eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
       pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
+      compiler_options: XLA options for both compiled steps (``jax.jit``'s
+        ``compiler_options``; e.g. ``jaxhw.models.fast_conv.compiler_options()``).
     """
 
     model: nn.Module
@@ -74,13 +76,14 @@ class Trainer:
     eval_loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
     pad_label: int | None = None
+    compiler_options: dict[str, str] | None = None
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
         self._train_step = make_train_step(self.model, self.tx, self.loss_fn, self.mesh,
-                                           self.preprocess)
+                                           self.preprocess, self.compiler_options)
         self._eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
-                                         self.preprocess, self.tta_flip)
+                                         self.preprocess, self.tta_flip, self.compiler_options)
 
     # ------------------------------------------------------------------ setup
     def init_state(self, rng: jax.Array, example_x: Any) -> TrainState:

@@ -73,9 +73,11 @@ def _take(data: dict, idx: jax.Array, mesh: Mesh) -> dict:
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
-                    mesh: Mesh, preprocess: Preprocess = identity_preprocess):
+                    mesh: Mesh, preprocess: Preprocess = identity_preprocess,
+                    compiler_options: dict[str, str] | None = None):
     """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
-    ``batches[i]`` (indices into ``data``). The old state's buffers are donated."""
+    ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
+    ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.models.fast_conv.compiler_options``)."""
 
     def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
         batch = _take(data, batches[i], mesh)
@@ -95,13 +97,16 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
                                   batch_stats=batch_stats, opt_state=opt_state)
         return new_state, loss
 
-    return jax.jit(step, donate_argnums=0)
+    return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
-                   preprocess: Preprocess = identity_preprocess, tta_flip: bool = False):
+                   preprocess: Preprocess = identity_preprocess, tta_flip: bool = False,
+                   compiler_options: dict[str, str] | None = None):
     """``step(state, data, idx, mask) -> (loss_sum, count, predictions)`` where the
-    predictions are the argmax of the logits (``[B]`` for a classifier, ``[B, L]`` per token). With ``tta_flip`` the logits of each image and its mirror are averaged."""
+    predictions are the argmax of the logits (``[B]`` for a classifier, ``[B, L]`` per
+    token). With ``tta_flip`` the logits of each image and its mirror are averaged;
+    ``compiler_options`` go to ``jax.jit``."""
 
     def step(state: TrainState, data: dict, idx: jax.Array, mask: jax.Array):
         batch = _take(data, idx, mesh)
@@ -112,4 +117,4 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
         total, count = loss_fn(logits, batch["y"], mask)
         return total, count, jnp.argmax(logits, axis=-1)
 
-    return jax.jit(step)
+    return jax.jit(step, compiler_options=compiler_options)
