@@ -6,10 +6,11 @@
 For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu preset) both frameworks
 run an SGD-momentum cross-entropy step on the same random batch: a warm-up step (JAX's
 compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
-the figure is the median images/s over the blocks. JAX runs twice per net: with ``lax``'s
-convolution and ``flax``'s pooling, and with jaxhw's CPU versions
-(``jaxhw.models.fast_conv``, ``jaxhw.models.fast_pool``). Prints the JAX/PyTorch ratio
-per net and writes JSON.
+the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
+``lax``'s convolution, ``flax``'s pooling and XLA's default compile options, and "fast"
+with jaxhw's CPU versions (``jaxhw.models.fast_conv``: XLA's built-in convolutions via
+compile options and a phase-split input gradient; ``jaxhw.models.fast_pool``). Prints the
+JAX/PyTorch ratio per net and writes JSON.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ def tiny_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def tiny_trainer(mesh=None, lr: float = 0.05) -> Trainer:
+def tiny_trainer(mesh=None, lr: float = 0.05, compiler_options=None) -> Trainer:
     return Trainer(TinyNet(), optax.sgd(lr, 0.9), mesh=mesh, log_every=4,
-                   preprocess=Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, pad=1, flip=True))
+                   preprocess=Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, pad=1, flip=True),
+                   compiler_options=compiler_options)

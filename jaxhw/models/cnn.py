@@ -22,7 +22,7 @@ BetterNet's design (why each piece is there):
   would be a further trick; we keep the blocks exactly as specified).
 
 Every module takes ``fast_conv``: ``None`` (default) uses :mod:`jaxhw.models.fast_conv`'s
-matmul weight gradient and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
+convolution and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
 ``lax``'s convolution and ``flax``'s pooling elsewhere; ``True`` / ``False`` force one. It
 changes speed only: values and gradients agree to float rounding.
 """

@@ -1,7 +1,9 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
+from jaxhw.models.fast_conv import CPU_COMPILER_OPTIONS
 from jaxhw.train import classification_loss
 from tests.tiny import tiny_dataset, tiny_trainer
 
@@ -82,3 +84,22 @@ def test_buckets_of_different_shapes_train_and_evaluate_together():
     result = trainer.evaluate(state, buckets, batch_size=16)
     np.testing.assert_array_equal(result.labels, np.concatenate([y[40:], small_y]))
     assert result.predictions.shape == (96,)
+
+
+def test_compiler_options_reach_both_steps():
+    x, y = tiny_dataset(64)
+    bad = tiny_trainer(compiler_options={"xla_cpu_experimental_ynn_fusion_type": "NO_SUCH_TYPE"})
+    data = bad.put(x, y)
+    state = bad.init_state(jax.random.key(0), x[:1])
+    with pytest.raises(Exception, match="NO_SUCH_TYPE"):
+        bad.evaluate(state, data)
+    with pytest.raises(Exception, match="NO_SUCH_TYPE"):
+        bad.train_epoch(state, data, 32, jax.random.key(1), progress=False)
+    # Valid options change the speed only.
+    results = []
+    for options in (None, CPU_COMPILER_OPTIONS):
+        trainer = tiny_trainer(compiler_options=options)
+        state = trainer.init_state(jax.random.key(0), x[:1])
+        state, loss = trainer.train_epoch(state, data, 32, jax.random.key(1), progress=False)
+        results.append((loss, trainer.evaluate(state, data).loss))
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
