@@ -4,9 +4,9 @@ Two things made XLA's CPU convolutions slow in training on this project's 2-core
 
 1. XLA hands every convolution to its YNNPACK library by default, and YNNPACK's
    convolutions ran up to 4x slower than XLA's built-in (Eigen) ones on the layers of
-   the ResidualBlock stack and BetterNet, most of all the weight gradient (on some small
-   layers, e.g. SimpleCNN's, YNNPACK was faster by up to 1.3 ms; every whole train step
-   we timed was faster without it). :data:`CPU_COMPILER_OPTIONS`, passed to
+   the ResidualBlock stack and BetterNet, most of all the weight gradient (10x for
+   SimpleCNN's 7x7 RGB layer: 42.9 vs 4.3 ms at batch 128); a few small layers were
+   faster with YNNPACK, by 0.3 ms at most. :data:`CPU_COMPILER_OPTIONS`, passed to
    ``jax.jit(..., compiler_options=...)``, keeps YNNPACK for matmuls and reductions but
    not for convolutions. Batch 256, 3x3 64->64 at 32x32 (ms, forward / input gradient /
    weight gradient): YNNPACK 210 / 205 / 675, built-in 97 / 98 / 164; 3x3 64->128,
