@@ -41,14 +41,14 @@ def printouts(event: str, value) -> None:
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
+    fast_conv = CONV_CHOICES[cfg.conv]
     train_image_classifier(
-        "cifar_simple_cnn", cfg, dataset="cifar10",
-        model=SimpleCNN(fast_conv=CONV_CHOICES[cfg.conv]),
+        "cifar_simple_cnn", cfg, dataset="cifar10", model=SimpleCNN(fast_conv=fast_conv),
         make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
-        compiler_options=compiler_options(CONV_CHOICES[cfg.conv]))
+        compiler_options=compiler_options(fast_conv))
 
 
 if __name__ == "__main__":

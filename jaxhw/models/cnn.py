@@ -114,7 +114,7 @@ class Inception(nn.Module):
         y1 = ConvBN(self.n1x1, 1, f)(x, train)
         y2 = ConvBN(self.n3x3, 3, f)(ConvBN(self.n3x3_blue, 1, f)(x, train), train)
         y3 = ConvBN(self.n5x5, 5, f)(ConvBN(self.n5x5_blue, 1, f)(x, train), train)
-        pooled = pool_impl(self.fast_conv)(x, (3, 3), strides=(1, 1), padding="SAME")
+        pooled = pool_impl(f)(x, (3, 3), strides=(1, 1), padding="SAME")
         y4 = ConvBN(self.pool_planes, 1, f)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
@@ -192,7 +192,7 @@ class BetterNet(nn.Module):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
         f = self.fast_conv
         x = ConvBN(self.stem, 3, f)(x, train)                       # [B, 32, 32, stem]
-        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 16, 16, stem]
+        x = pool_impl(f)(x, (2, 2), strides=(2, 2))                 # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
         x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,

@@ -52,6 +52,12 @@ MIN_ROWS = 16_384
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
 
+def output_size(size: int, kernel: int, stride: int, pad: tuple[int, int]) -> int:
+    """Length of the output of a ``kernel``-wide window moving by ``stride`` over ``size``
+    inputs padded by ``pad`` ``(before, after)`` (convolutions and pooling alike)."""
+    return (size + pad[0] + pad[1] - kernel) // stride + 1
+
+
 def _lax_conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int], pads: Pads):
     return lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=_NHWC)
 
@@ -67,8 +73,7 @@ def phase_conv(x: jnp.ndarray, w: jnp.ndarray, strides: tuple[int, int],
     (see :func:`conv2d`); XLA's own strided forward pass is faster.
     """
     (kh, kw), (sh, sw) = w.shape[:2], strides
-    ho = (x.shape[1] + sum(pads[0]) - kh) // sh + 1
-    wo = (x.shape[2] + sum(pads[1]) - kw) // sw + 1
+    ho, wo = map(output_size, x.shape[1:3], w.shape[:2], strides, pads)
     # Pad (or crop) to exactly the rows and columns the phases read: every phase then has
     # ho - 1 + ceil(kh / sh) rows, and the shorter phases' extra outputs are cut off below.
     hp, wp = sh * (ho - 1 + -(-kh // sh)), sw * (wo - 1 + -(-kw // sw))
@@ -130,10 +135,8 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
             padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], window_strides, padding)
         pads = tuple((int(lo), int(hi)) for lo, hi in padding)
         strides = tuple(int(s) for s in window_strides)
-        rows = lhs.shape[0]  # output positions: batch x Ho x Wo
-        for size, k, s, (lo, hi) in zip(lhs.shape[1:3], rhs.shape[:2], strides, pads):
-            rows *= (size + lo + hi - k) // s + 1
-        if rows >= MIN_ROWS:
+        ho, wo = map(output_size, lhs.shape[1:3], rhs.shape[:2], strides, pads)
+        if lhs.shape[0] * ho * wo >= MIN_ROWS:  # output positions: batch x Ho x Wo
             return conv2d(lhs, rhs, strides, pads)
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,

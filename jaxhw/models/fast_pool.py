@@ -26,11 +26,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-Pads = tuple[tuple[int, int], tuple[int, int]]
-
-
-def _out_size(size: int, k: int, s: int, lo: int, hi: int) -> int:
-    return (size + lo + hi - k) // s + 1
+from jaxhw.models.fast_conv import Pads, output_size
 
 
 def _taps(x: jnp.ndarray, window: tuple[int, int], strides: tuple[int, int],
@@ -39,7 +35,7 @@ def _taps(x: jnp.ndarray, window: tuple[int, int], strides: tuple[int, int],
     padded with -inf (so padding never wins the maximum)."""
     (kh, kw), (sh, sw) = window, strides
     b, h, w, c = x.shape
-    ho, wo = (_out_size(h, kh, sh, *pads[0]), _out_size(w, kw, sw, *pads[1]))
+    ho, wo = map(output_size, (h, w), window, strides, pads)
     xp = lax.pad(x, jnp.array(-jnp.inf, x.dtype),
                  ((0, 0, 0), (*pads[0], 0), (*pads[1], 0), (0, 0, 0)))
     return jnp.stack([
