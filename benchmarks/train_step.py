@@ -148,14 +148,14 @@ def bench_jax(name: str, fast_conv: bool, blocks: int, steps: int) -> tuple[floa
     state = trainer.init_state(jax.random.key(0), x[:1])
     batches = jnp.arange(batch, dtype=jnp.int32)[None]
     t0 = time.perf_counter()
-    state, loss = trainer._train_step(state, data, batches, jnp.int32(0))
+    state, loss = trainer.train_steps(state, data, batches, jnp.int32(0), jnp.int32(1))
     loss.block_until_ready()
     compile_s = time.perf_counter() - t0
 
     def run(n):
         nonlocal state
         for _ in range(n):
-            state, loss = trainer._train_step(state, data, batches, jnp.int32(0))
+            state, loss = trainer.train_steps(state, data, batches, jnp.int32(0), jnp.int32(1))
         loss.block_until_ready()
 
     return time_blocks(run, blocks, steps, batch), compile_s

@@ -27,7 +27,8 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import RunConfig, open_checkpoints, train_classifier
+from jaxhw.experiment import (RunConfig, engine_options, open_checkpoints, start,
+                              train_classifier)
 from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
 from jaxhw.train import Hook, Trainer, count_params, replicate, report
 
@@ -117,6 +118,7 @@ def printouts(event: str, value) -> None:
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv, PRESETS)
+    dtype = start(cfg)
     if cfg.head not in HEADS:
         raise ConfigError(f"unknown --head {cfg.head!r}; choose one of {HEADS}")
     if cfg.truncation not in TRUNCATIONS:
@@ -137,8 +139,10 @@ def main(argv=None) -> None:
         return [trainer.put((i, m), y) for i, m, y in bucket_by_length(ids, mask, labels, boundaries)]
 
     total_steps = cfg.epochs * (len(data["train"][1]) // cfg.batch_size)
-    model = BertClassifier(pretrained.config, cfg.head, cfg.head_hidden, cfg.head_dropout)
-    trainer = Trainer(model, make_optimizer(cfg, max(total_steps, 1)))
+    model = BertClassifier(pretrained.config, cfg.head, cfg.head_hidden, cfg.head_dropout,
+                           dtype=dtype)
+    trainer = Trainer(model, make_optimizer(cfg, max(total_steps, 1)),
+                      steps_per_call=cfg.steps_per_call, compiler_options=engine_options(cfg))
     example = (np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))
     state = trainer.init_state(jax.random.key(cfg.seed), example)
     state = state.replace(params=replicate({**state.params, "bert": pretrained.params},

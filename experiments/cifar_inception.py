@@ -25,11 +25,12 @@ from __future__ import annotations
 import dataclasses
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
+from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
 from jaxhw.train import RunningLossPrinter
@@ -76,14 +77,14 @@ def _ints(text: str, name: str) -> tuple[int, ...]:
         raise ConfigError(f"--{name} must be comma-separated integers, got {text!r}") from None
 
 
-def build_model(cfg: Config):
+def build_model(cfg: Config, dtype=jnp.float32):
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown --model {cfg.model!r}; choose one of {sorted(MODELS)}")
     fast_conv = CONV_CHOICES[cfg.conv]
     if cfg.model == "betternet":
         return get_model("betternet", stem=cfg.stem, widths=_ints(cfg.widths, "widths"),
-                         blocks=_ints(cfg.blocks, "blocks"), fast_conv=fast_conv)
-    return get_model(cfg.model, fast_conv=fast_conv)
+                         blocks=_ints(cfg.blocks, "blocks"), fast_conv=fast_conv, dtype=dtype)
+    return get_model(cfg.model, fast_conv=fast_conv, dtype=dtype)
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -99,9 +100,10 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv, PRESETS)
+    dtype = start(cfg)
     train_image_classifier(
         "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}", cfg,
-        dataset="cifar10", model=build_model(cfg),
+        dataset="cifar10", model=build_model(cfg, dtype),
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
         batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta_flip=cfg.tta,
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip),

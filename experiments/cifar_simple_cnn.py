@@ -14,7 +14,7 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import flag
-from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
+from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.models import SimpleCNN
 from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
 from jaxhw.train import RunningLossPrinter
@@ -41,9 +41,11 @@ def printouts(event: str, value) -> None:
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
+    dtype = start(cfg)
     fast_conv = CONV_CHOICES[cfg.conv]
     train_image_classifier(
-        "cifar_simple_cnn", cfg, dataset="cifar10", model=SimpleCNN(fast_conv=fast_conv),
+        "cifar_simple_cnn", cfg, dataset="cifar10",
+        model=SimpleCNN(fast_conv=fast_conv, dtype=dtype),
         make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),

@@ -31,6 +31,7 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data.toy import BOS, EOS, TASKS, random_tokens, sequence_task
 from jaxhw.models.transformer import Transformer, greedy_decode
+from jaxhw.experiment import EngineConfig, engine_options, print_timing, start, timing_summary
 from jaxhw.train import Hook, Trainer, count_params, open_run, sequence_loss, write_json
 
 # Defaults per task: the original demo's sizes, and a small model for the sequence tasks.
@@ -43,7 +44,7 @@ TASK_DEFAULTS = {
 
 
 @dataclasses.dataclass
-class Config:
+class Config(EngineConfig):
     task: str = flag("random", f"random (the original demo) or a learnable task: {sorted(TASKS)}")
     init: str = flag("flax", "parameter initialisation: flax (Flax defaults) or torch "
                              "(PyTorch's nn.Linear / nn.Embedding defaults)")
@@ -64,8 +65,9 @@ class Config:
     epochs: int = flag(8, "sequence tasks: passes over the training sequences")
     train_size: int = flag(40000, "sequence tasks: distinct training sequences")
     test_size: int = flag(2000, "sequence tasks: held-out sequences (disjoint from training)")
-    checkpoint_dir: str | None = flag(None, "sequence tasks: checkpoints, history, results "
-                                            "and plots (default: checkpoints/transformer_<task>)")
+    checkpoint_dir: str | None = flag(None, "results (and for sequence tasks checkpoints, "
+                                            "history and plots; default: "
+                                            "checkpoints/transformer_<task>)")
     resume: bool = flag(False, "sequence tasks: continue from the latest checkpoint")
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
     seed: int = flag(0, "seed of the data, initialisation, shuffling and dropout")
@@ -91,9 +93,10 @@ def resolve(cfg: Config) -> Config:
     return cfg
 
 
-def build(cfg: Config, max_len: int) -> Transformer:
+def build(cfg: Config, max_len: int, dtype=jnp.float32) -> Transformer:
     return Transformer(cfg.vocab, cfg.vocab, cfg.dim, cfg.head_num, cfg.layer_num, cfg.ffn_dim,
-                       seq_len_max=max_len, dropout=cfg.dropout, init_style=cfg.init)
+                       seq_len_max=max_len, dropout=cfg.dropout, init_style=cfg.init,
+                       dtype=dtype)
 
 
 def teacher_forcing(src: np.ndarray, tgt: np.ndarray) -> tuple[tuple, np.ndarray]:
@@ -109,29 +112,39 @@ class EpochPrinter(Hook):
             print(f"Epoch: {epoch}, Loss: {loss}")
 
 
-def run_random(cfg: Config) -> None:
+def out_dir(cfg: Config) -> Path:
+    return Path(cfg.checkpoint_dir or f"checkpoints/transformer_{cfg.task}")
+
+
+def run_random(cfg: Config, dtype) -> None:
     src, tgt = random_tokens(cfg.batch_size, cfg.seq_len, cfg.vocab, cfg.seed)
     x, y = teacher_forcing(src, tgt)
     tx = optax.adam(cfg.lr, b1=0.9, b2=0.98, eps=1e-9)
-    trainer = Trainer(build(cfg, cfg.seq_len), tx, loss_fn=sequence_loss(), pad_label=0)
+    trainer = Trainer(build(cfg, cfg.seq_len, dtype), tx, loss_fn=sequence_loss(), pad_label=0,
+                      steps_per_call=1, compiler_options=engine_options(cfg))
     state = trainer.init_state(jax.random.key(cfg.seed), (x[0][:1], x[1][:1]))
     data = trainer.put(x, y)
     print(f"Transformer: {count_params(state.params):,} parameters, init {cfg.init}")
-    printer, times = EpochPrinter(), []
+    printer, times, losses = EpochPrinter(), [], []
     for step in range(1, cfg.steps + 1):
-        t0 = time.perf_counter()
-        state, _ = trainer.train_epoch(state, data, cfg.batch_size, jax.random.key(step),
-                                       epoch=step, hooks=[printer], progress=False)
-        times.append(time.perf_counter() - t0)
-    if len(times) > 1:
-        print(f"time per step: {np.median(times[1:]):.3f} s (median after the first, which "
-              f"compiled: {times[0]:.1f} s)")
+        c0, t0 = trainer.setup_s, time.perf_counter()
+        state, loss = trainer.train_epoch(state, data, cfg.batch_size, jax.random.key(step),
+                                          epoch=step, hooks=[printer], progress=False)
+        times.append(time.perf_counter() - t0 - (trainer.setup_s - c0))
+        losses.append(loss)
+    timing = {**timing_summary(trainer, [{"train_time_s": t} for t in times]),
+              "step_ms": 1000 * float(np.median(times))}
+    print(f"time per step: {np.median(times):.3f} s (median; compilation excluded)")
+    print_timing(timing, jnp.dtype(dtype).name)
+    write_json(out_dir(cfg) / "results.json", {
+        "task": "random", "first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
+        **timing, "dtype": jnp.dtype(dtype).name, "parameters": count_params(state.params),
+        "config": dataclasses.asdict(cfg)})
 
 
-def run_sequence_task(cfg: Config) -> None:
+def run_sequence_task(cfg: Config, dtype) -> None:
     max_len = cfg.seq_len + 2  # BOS + content + EOS
-    ckpt = open_run(Path(cfg.checkpoint_dir or f"checkpoints/transformer_{cfg.task}"),
-                    resume=cfg.resume, overwrite=cfg.overwrite)
+    ckpt = open_run(out_dir(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
     train_src, train_tgt = sequence_task(cfg.task, cfg.train_size, cfg.vocab, cfg.min_len,
                                          cfg.seq_len, cfg.seed)
     test_src, test_tgt = sequence_task(cfg.task, cfg.test_size, cfg.vocab, cfg.min_len,
@@ -142,9 +155,10 @@ def run_sequence_task(cfg: Config) -> None:
     schedule = optax.warmup_cosine_decay_schedule(  # decay_steps counts the warm-up too
         0.0, cfg.lr, warmup_steps=min(500, total // 10), decay_steps=total)
     tx = optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-9)
-    model = build(cfg, max_len)
+    model = build(cfg, max_len, dtype)
     trainer = Trainer(model, tx, loss_fn=sequence_loss(), eval_loss_fn=sequence_loss(),
-                      pad_label=0)
+                      pad_label=0, steps_per_call=cfg.steps_per_call,
+                      compiler_options=engine_options(cfg))
     x, y = teacher_forcing(train_src, train_tgt)
     state = trainer.init_state(jax.random.key(cfg.seed), (x[0][:1], x[1][:1]))
     history = []
@@ -154,14 +168,19 @@ def run_sequence_task(cfg: Config) -> None:
     test_x, test_y = teacher_forcing(test_src, test_tgt)
     print(f"Transformer ({cfg.task}): {count_params(state.params):,} parameters, "
           f"{cfg.train_size:,} train / {cfg.test_size:,} held-out sequences")
-    t0 = time.perf_counter()
     state, history = trainer.fit(state, trainer.put(x, y), trainer.put(test_x, test_y),
                                  epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                                  checkpoints=ckpt, history=history,
                                  meta={"config": dataclasses.asdict(cfg)})
-    train_time = time.perf_counter() - t0
+    timing = timing_summary(trainer, history)
 
     decode = jax.jit(lambda params, src: greedy_decode(model, params, src, BOS, EOS, max_len))
+    t0 = time.perf_counter()
+    decode = decode.lower(state.params, jnp.asarray(test_src))
+    t1 = time.perf_counter()
+    decode = decode.compile()
+    timing["trace_s"] += t1 - t0
+    timing["compile_s"] += time.perf_counter() - t1
     t1 = time.perf_counter()
     pred = np.asarray(decode(state.params, jnp.asarray(test_src)))
     exact = float(np.mean(np.all(pred == test_tgt, axis=1)))
@@ -175,19 +194,22 @@ def run_sequence_task(cfg: Config) -> None:
                            jnp.asarray(pred[:1, :-1]), mutable=["intermediates"])
     plot_attention(inter["intermediates"], test_src[0], pred[0], ckpt.directory / "attention.png")
     write_json(ckpt.directory / "results.json", {
-        "task": cfg.task, "exact_sequence_accuracy": exact, "train_time_s": train_time,
+        "task": cfg.task, "exact_sequence_accuracy": exact, "train_time_s": timing["train_s"],
+        **timing, "dtype": jnp.dtype(dtype).name, "steps_per_call": trainer.block,
         "decode_time_s": decode_time, "parameters": count_params(state.params),
         "config": dataclasses.asdict(cfg), "history": history})
     ckpt.close()
+    print_timing(timing, jnp.dtype(dtype).name)
     print(f"results, attention.png and positional_encoding.png in {ckpt.directory}")
 
 
 def main(argv=None) -> None:
     cfg = resolve(config.parse(Config, __doc__, argv, PRESETS))
+    dtype = start(cfg)
     if cfg.task == "random":
-        run_random(cfg)
+        run_random(cfg, dtype)
     else:
-        run_sequence_task(cfg)
+        run_sequence_task(cfg, dtype)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,7 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split
-from jaxhw.experiment import Preprocess, RunConfig, train_image_classifier
+from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.models.vit import VisionTransformer
 from jaxhw.train import Hook
 
@@ -100,7 +100,7 @@ PRESETS = {
 }
 
 
-def build_model(cfg: Config) -> VisionTransformer:
+def build_model(cfg: Config, dtype=jnp.float32) -> VisionTransformer:
     if 28 % cfg.patch_size:
         raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the image size 28; "
                           f"use 1, 2, 4, 7, 14 or 28")
@@ -110,7 +110,7 @@ def build_model(cfg: Config) -> VisionTransformer:
     return VisionTransformer(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
                              embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
                              mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.drop_rate,
-                             drop_path_rate=cfg.drop_path)
+                             drop_path_rate=cfg.drop_path, dtype=dtype)
 
 
 def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransformation:
@@ -149,7 +149,7 @@ def printouts(event: str, value) -> None:
 def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
     """Train one configuration and draw its attention maps; returns the results dict (the
     sweep uses it too)."""
-    model = build_model(cfg)
+    model = build_model(cfg, start(cfg))
     results, state, out_dir = train_image_classifier(
         name, cfg, dataset="fashion_mnist", model=model,
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,

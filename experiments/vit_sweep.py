@@ -18,6 +18,7 @@ from pathlib import Path
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
+from jaxhw.experiment import EngineConfig
 from jaxhw.train import write_json
 
 from experiments import vit_fashion_mnist
@@ -34,7 +35,7 @@ SETTINGS = {  # name -> what differs from BASE
 
 
 @dataclasses.dataclass
-class Config:
+class Config(EngineConfig):
     data_dir: str | None = flag(None, "local dataset directory (else $JAXHW_DATA_DIR, else TFDS)")
     out: str = flag("results/vit_sweep", "folder for table.md, results.json and sweep.png")
     checkpoint_root: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
@@ -88,7 +89,9 @@ def main(argv=None) -> None:
             batch_size=cfg.batch_size, warmup_epochs=0.5, tta=False,  # as in the committed run
             weight_decay=0.05,
             data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
-            train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+            train_limit=cfg.train_limit, test_limit=cfg.test_limit, dtype=cfg.dtype,
+            compile_cache=cfg.compile_cache, steps_per_call=cfg.steps_per_call,
+            gpu_autotune=cfg.gpu_autotune)
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")
         rows.append(_row(name, vit_fashion_mnist.run(run_cfg, name=f"vit_sweep/{name}")))
         write_json(out / "results.json", rows)  # after every setting: an interruption loses one

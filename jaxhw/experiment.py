@@ -23,11 +23,65 @@ from jaxhw.data import crop_and_flip, get_spec, load_split, normalize, random_er
 from jaxhw.train import (CheckpointError, Checkpoints, EvalResult, Hook, Trainer, TrainState,
                          classification_loss, count_params, open_run, per_class_table,
                          write_json)
+from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.loop import Data
+from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
+from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
 
 
 @dataclasses.dataclass
-class RunConfig:
+class EngineConfig:
+    """Flags of the training engine that every experiment has."""
+
+    dtype: str = flag("auto", DTYPE_HELP, choices=DTYPES)
+    compile_cache: str = flag(DEFAULT_DIR, CACHE_HELP)
+    steps_per_call: int = flag(0, "optimizer steps per device call (a lax.scan; 0 = the "
+                                  "steps between two host reads of the loss, 50); more "
+                                  "keeps a fast GPU busy when steps are short")
+    gpu_autotune: int = flag(-1, AUTOTUNE_HELP)
+
+
+def engine_options(cfg: EngineConfig, base: dict[str, str] | None = None
+                     ) -> dict[str, str] | None:
+    """``base`` (e.g. the CPU convolution's options) plus ``--gpu-autotune``'s."""
+    if not -1 <= cfg.gpu_autotune <= 4:
+        raise ConfigError(f"--gpu-autotune must lie in -1..4, got {cfg.gpu_autotune}")
+    return merge(base, gpu_compiler_options(cfg.gpu_autotune))
+
+
+def start(cfg: EngineConfig) -> Any:
+    """What every experiment does first: turn the compilation cache on (or off), resolve
+    ``--dtype``, and say where it runs. Returns the compute dtype."""
+    if cfg.steps_per_call < 0:
+        raise ConfigError(f"--steps-per-call must be 0 or more, got {cfg.steps_per_call}")
+    engine_options(cfg)  # checks --gpu-autotune
+    dtype = compute_dtype(cfg.dtype)
+    cache = enable_compile_cache(cfg.compile_cache)
+    print(f"device: {device_name()}; compute dtype {dtype.name}; compilation cache: "
+          f"{cache or 'off'}")
+    return dtype
+
+
+def device_name() -> str:
+    return f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+
+
+def timing_summary(trainer: Trainer, history: Sequence[dict]) -> dict:
+    """``compile_s`` (XLA compilation, or loading from the compilation cache, of every
+    program of ``trainer``), ``trace_s`` (tracing them) and ``train_s`` (training steps,
+    both excluded) for results.json, with the device."""
+    return {"compile_s": trainer.compile_s, "trace_s": trainer.trace_s,
+            "train_s": sum(r["train_time_s"] for r in history),
+            "device": device_name()}
+
+
+def print_timing(timing: dict, dtype: str) -> None:
+    print(f"compile {timing['compile_s']:.1f} s (+ {timing['trace_s']:.1f} s tracing), "
+          f"training {timing['train_s']:.1f} s (both excluded) on {timing['device']}, {dtype}")
+
+
+@dataclasses.dataclass
+class RunConfig(EngineConfig):
     """Flags every experiment has."""
 
     data_dir: str | None = flag(None, "local dataset directory in the plain layout (else "
@@ -127,12 +181,13 @@ def train_classifier(
                    ckpt.directory / "confusion_matrix.png")
     if history:
         plot_history(history, ckpt.directory / "history.png")
+    timing = timing_summary(trainer, history)
     results = {
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
         "test_examples": len(result.labels), "epochs": len(history),
-        "train_time_s": sum(r["train_time_s"] for r in history),
-        "wall_time_this_run_s": wall, "parameters": count_params(state.params),
-        "device": f"{jax.device_count()} x {jax.devices()[0].device_kind}",
+        "train_time_s": timing["train_s"], **timing, "dtype": compute_dtype(cfg.dtype).name,
+        "steps_per_call": trainer.block, "wall_time_this_run_s": wall,
+        "parameters": count_params(state.params),
         **(extra or {}), "config": dataclasses.asdict(cfg), "history": history,
     }
     write_json(ckpt.directory / "results.json", results)
@@ -140,6 +195,7 @@ def train_classifier(
     print(table)
     if printouts:
         printouts("test", result)
+    print_timing(timing, results["dtype"])
     print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
           f"history.png")
     return results, state, result
@@ -170,7 +226,8 @@ def train_image_classifier(
     steps_per_epoch = len(train_y) // batch_size
     trainer = Trainer(model, make_tx(steps_per_epoch),
                       loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
-                      tta_flip=tta_flip, compiler_options=compiler_options)
+                      tta_flip=tta_flip, compiler_options=engine_options(cfg, compiler_options),
+                      steps_per_call=cfg.steps_per_call)
     state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
     print(f"{name}: {count_params(state.params):,} parameters, {len(train_y):,} train / "
           f"{len(test_y):,} test images, {steps_per_epoch} steps per epoch, "

@@ -12,6 +12,11 @@ Heads (``[B, L, D]`` encoder output -> ``[B, 2]`` logits):
 * ``mean_cls`` - [CLS] concatenated with the masked mean of all token states -> dropout ->
   dense(hidden) -> ReLU -> dropout -> dense(classes). The mean sees every token of a long
   review; models trained for sentence embeddings (MiniLM) put their signal there.
+
+``dtype`` (``jnp.bfloat16`` for mixed precision) is passed to transformers' Flax BERT, whose
+matmuls then run in it; parameters stay float32 and layer norms compute their statistics in
+float32 (flax's ``LayerNorm``). transformers computes the attention softmax in ``dtype``
+itself; the head's masked mean is taken in float32.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ class BertClassifier(nn.Module):
     head_hidden: int = 256
     head_dropout: float = 0.1
     num_classes: int = 2
+    dtype: Any = jnp.float32  # computation dtype (parameters stay float32)
 
     @nn.compact
     def __call__(self, input_ids: jnp.ndarray, attention_mask: jnp.ndarray,
@@ -105,7 +111,7 @@ class BertClassifier(nn.Module):
 
         if self.head not in HEADS:
             raise ValueError(f"unknown head {self.head!r}; choose one of {HEADS}")
-        out = FlaxBertModule(self.config, add_pooling_layer=True, name="bert")(
+        out = FlaxBertModule(self.config, dtype=self.dtype, add_pooling_layer=True, name="bert")(
             input_ids, attention_mask, token_type_ids=jnp.zeros_like(input_ids),
             position_ids=jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape),
             deterministic=not train)
@@ -113,9 +119,11 @@ class BertClassifier(nn.Module):
         if self.head == "pooled":
             features = out.pooler_output                                  # [B, D]
         else:
-            mask = attention_mask[..., None].astype(hidden.dtype)
+            hidden = hidden.astype(jnp.float32)  # a sum over 512 tokens needs float32
+            mask = attention_mask[..., None].astype(jnp.float32)
             mean = (hidden * mask).sum(1) / jnp.maximum(mask.sum(1), 1.0)
             features = jnp.concatenate([hidden[:, 0], mean], axis=-1)     # [B, 2D]
         drop = nn.Dropout(self.head_dropout, deterministic=not train)
-        x = nn.relu(nn.Dense(self.head_hidden, name="head_hidden")(drop(features)))
-        return nn.Dense(self.num_classes, name="head_out")(drop(x))
+        dense = lambda n, name: nn.Dense(n, dtype=self.dtype, name=name)  # noqa: E731
+        x = nn.relu(dense(self.head_hidden, "head_hidden")(drop(features)))
+        return dense(self.num_classes, "head_out")(drop(x))

@@ -25,11 +25,16 @@ Every module takes ``fast_conv``: ``None`` (default) uses :mod:`jaxhw.models.fas
 convolution and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
 ``lax``'s convolution and ``flax``'s pooling elsewhere; ``True`` / ``False`` force one. It
 changes speed only: values and gradients agree to float rounding.
+
+Every module also takes ``dtype``, the dtype its convolutions, dense layers and batch norms
+compute in (``jnp.bfloat16`` for mixed precision on a GPU). Parameters and batch-norm
+statistics stay float32 whatever ``dtype`` is (flax's ``param_dtype``, and its batch norm
+computes mean and variance in float32 at least).
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -41,10 +46,17 @@ from jaxhw.models.fast_pool import pool_impl
 _BN = dict(momentum=0.9, epsilon=1e-5)
 
 
+Dtype = Any  # a jnp dtype: the computation dtype of a module (parameters stay float32)
+
+
 def make_conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
               **kwargs) -> nn.Conv:
     """``nn.Conv`` with the convolution that ``fast`` selects (see ``conv_impl``)."""
     return nn.Conv(features, kernel, strides, conv_general_dilated=conv_impl(fast), **kwargs)
+
+
+def batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, dtype=dtype, **_BN)
 
 
 class SimpleCNN(nn.Module):
@@ -56,19 +68,20 @@ class SimpleCNN(nn.Module):
 
     num_classes: int = 10
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no dropout or batch norm
-        conv = lambda *a: make_conv(self.fast_conv, *a, padding="VALID")  # noqa: E731
+        conv = lambda *a: make_conv(self.fast_conv, *a, padding="VALID", dtype=self.dtype)  # noqa: E731
         x = nn.relu(conv(8, (7, 7))(x))                              # [B, 26, 26, 8]
         x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 13, 13, 8]
         x = nn.relu(conv(16, (4, 4))(x))                             # [B, 10, 10, 16]
         x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 5, 5, 16]
         x = x.reshape(x.shape[0], -1)                                # [B, 400]
-        x = nn.relu(nn.Dense(100)(x))
-        x = nn.relu(nn.Dense(80)(x))
-        return nn.Dense(self.num_classes)(x)
+        x = nn.relu(nn.Dense(100, dtype=self.dtype)(x))
+        x = nn.relu(nn.Dense(80, dtype=self.dtype)(x))
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
 
 
 class ConvBN(nn.Module):
@@ -77,11 +90,13 @@ class ConvBN(nn.Module):
     features: int
     kernel: int
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = make_conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME")(x)
-        return nn.relu(nn.BatchNorm(use_running_average=not train, **_BN)(x))
+        x = make_conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME",
+                      dtype=self.dtype)(x)
+        return nn.relu(batch_norm(train, self.dtype)(x))
 
 
 class Inception(nn.Module):
@@ -100,6 +115,7 @@ class Inception(nn.Module):
     n5x5: int
     pool_planes: int
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @property
     def out_planes(self) -> int:
@@ -110,12 +126,12 @@ class Inception(nn.Module):
         if x.shape[-1] != self.in_planes:
             raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
                              f"got input of shape {x.shape}")
-        f = self.fast_conv
-        y1 = ConvBN(self.n1x1, 1, f)(x, train)
-        y2 = ConvBN(self.n3x3, 3, f)(ConvBN(self.n3x3_blue, 1, f)(x, train), train)
-        y3 = ConvBN(self.n5x5, 5, f)(ConvBN(self.n5x5_blue, 1, f)(x, train), train)
+        f, d = self.fast_conv, self.dtype
+        y1 = ConvBN(self.n1x1, 1, f, d)(x, train)
+        y2 = ConvBN(self.n3x3, 3, f, d)(ConvBN(self.n3x3_blue, 1, f, d)(x, train), train)
+        y3 = ConvBN(self.n5x5, 5, f, d)(ConvBN(self.n5x5_blue, 1, f, d)(x, train), train)
         pooled = pool_impl(f)(x, (3, 3), strides=(1, 1), padding="SAME")
-        y4 = ConvBN(self.pool_planes, 1, f)(pooled, train)
+        y4 = ConvBN(self.pool_planes, 1, f, d)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
 
@@ -131,6 +147,7 @@ class ResidualBlock(nn.Module):
     out_channels: int
     stride: int = 1
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @property
     def has_projection(self) -> bool:
@@ -142,8 +159,9 @@ class ResidualBlock(nn.Module):
             raise ValueError(f"ResidualBlock expects {self.in_channels} input channels (NHWC), "
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
-        bn = lambda: nn.BatchNorm(use_running_average=not train, **_BN)  # noqa: E731
-        conv = lambda *a, **k: make_conv(self.fast_conv, *a, use_bias=False, **k)  # noqa: E731
+        bn = lambda: batch_norm(train, self.dtype)  # noqa: E731
+        conv = lambda *a, **k: make_conv(self.fast_conv, *a, use_bias=False,  # noqa: E731
+                                         dtype=self.dtype, **k)
         y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
         y = nn.relu(bn()(y))
         y = conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)))(y)
@@ -161,14 +179,15 @@ class InceptionCNN(nn.Module):
     num_classes: int = 10
     inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for _ in range(2):
-            x = nn.relu(make_conv(self.fast_conv, 8, (9, 9), padding="SAME")(x))
+            x = nn.relu(make_conv(self.fast_conv, 8, (9, 9), padding="SAME", dtype=self.dtype)(x))
             x = pool_impl(self.fast_conv)(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
-        x = Inception(8, *self.inception, fast_conv=self.fast_conv)(x, train)
-        return nn.Dense(self.num_classes)(x.reshape(x.shape[0], -1))
+        x = Inception(8, *self.inception, fast_conv=self.fast_conv, dtype=self.dtype)(x, train)
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1))
 
 
 class BetterNet(nn.Module):
@@ -185,23 +204,24 @@ class BetterNet(nn.Module):
     widths: Sequence[int] = (64, 128, 256)
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
     fast_conv: bool | None = None
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
-        f = self.fast_conv
-        x = ConvBN(self.stem, 3, f)(x, train)                       # [B, 32, 32, stem]
+        f, d = self.fast_conv, self.dtype
+        x = ConvBN(self.stem, 3, f, d)(x, train)                       # [B, 32, 32, stem]
         x = pool_impl(f)(x, (2, 2), strides=(2, 2))                 # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
         x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
-                      f)(x, train)
+                      f, d)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
                 stride = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(c, width, stride, f)(x, train)
+                x = ResidualBlock(c, width, stride, f, d)(x, train)
                 c = width
-        x = jnp.mean(x, axis=(1, 2))                                # [B, widths[-1]]
-        return nn.Dense(self.num_classes)(x)
+        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))            # [B, widths[-1]]
+        return nn.Dense(self.num_classes, dtype=self.dtype)(x)

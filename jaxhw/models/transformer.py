@@ -7,12 +7,16 @@ Masks are boolean, ``True`` = may attend, broadcastable to ``[B, H, L_q, L_k]``.
 ``init_style="torch"`` reproduces PyTorch's default initialisation (``nn.Linear``: weights and
 biases uniform in +-1/sqrt(fan_in); ``nn.Embedding``: N(0, 1)), which is what the
 original demo's first loss (about 8.68) assumes; ``init_style="flax"`` keeps Flax's defaults.
+
+``dtype`` is the computation dtype of embeddings, projections and FFNs (``jnp.bfloat16``
+for mixed precision); parameters stay float32, and the attention softmax and layer norms
+compute in float32.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import chex
 import flax.linen as nn
@@ -21,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 Init = Literal["flax", "torch"]
+Dtype = Any
 NEG_INF = -1e9  # "very negative" score for masked positions (exp underflows to 0)
 
 
@@ -30,19 +35,22 @@ def _uniform(bound: float):
     return init
 
 
-def dense(features: int, fan_in: int, init: Init, name: str | None = None) -> nn.Dense:
+def dense(features: int, fan_in: int, init: Init, name: str | None = None,
+          dtype: Dtype = jnp.float32) -> nn.Dense:
     """A dense layer initialised like Flax's default or like PyTorch's ``nn.Linear``."""
     if init == "torch":
         bound = 1.0 / math.sqrt(fan_in)
         return nn.Dense(features, kernel_init=_uniform(bound), bias_init=_uniform(bound),
-                        name=name)
-    return nn.Dense(features, name=name)
+                        dtype=dtype, name=name)
+    return nn.Dense(features, dtype=dtype, name=name)
 
 
-def embed(vocab: int, dim: int, init: Init, name: str | None = None) -> nn.Embed:
+def embed(vocab: int, dim: int, init: Init, name: str | None = None,
+          dtype: Dtype = jnp.float32) -> nn.Embed:
     if init == "torch":
-        return nn.Embed(vocab, dim, embedding_init=nn.initializers.normal(1.0), name=name)
-    return nn.Embed(vocab, dim, name=name)
+        return nn.Embed(vocab, dim, embedding_init=nn.initializers.normal(1.0), dtype=dtype,
+                        name=name)
+    return nn.Embed(vocab, dim, dtype=dtype, name=name)
 
 
 def positional_encoding_table(seq_len_max: int, dim: int) -> np.ndarray:
@@ -71,7 +79,7 @@ class PositionalEncoding(nn.Module):
                              f"shape {x.shape}: length must be <= {self.seq_len_max}, "
                              f"last axis {self.dim}")
         table = positional_encoding_table(self.seq_len_max, self.dim)
-        return x + jnp.asarray(table[: x.shape[1]])[None]
+        return x + jnp.asarray(table[: x.shape[1]], x.dtype)[None]
 
 
 def padding_mask(tokens: jnp.ndarray) -> jnp.ndarray:
@@ -104,13 +112,15 @@ def combine_heads(x: jnp.ndarray) -> jnp.ndarray:
 def scaled_dot_product(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray,
                        mask: jnp.ndarray | None) -> tuple[jnp.ndarray, jnp.ndarray]:
     """``q [B, H, Lq, d]``, ``k, v [B, H, Lk, d]`` -> (``[B, H, Lq, d]``, probs
-    ``[B, H, Lq, Lk]``): softmax over the key axis of ``q k^T / sqrt(d)``."""
-    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(jnp.float32(q.shape[-1]))
+    ``[B, H, Lq, Lk]``, float32): softmax over the key axis of ``q k^T / sqrt(d)``. The
+    products run in the inputs' dtype; masking and softmax in float32."""
+    scores = jnp.einsum("bhqd,bhkd->bhqk", q, k).astype(jnp.float32)
+    scores = scores / jnp.sqrt(jnp.float32(q.shape[-1]))
     chex.assert_shape(scores, (q.shape[0], q.shape[1], q.shape[2], k.shape[2]))
     if mask is not None:
         scores = jnp.where(mask, scores, NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs, v), probs
+    return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
 
 
 class MultiHeadAttention(nn.Module):
@@ -123,6 +133,7 @@ class MultiHeadAttention(nn.Module):
     dim: int
     head_num: int
     init_style: Init = "flax"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, query, key, value, mask=None):
@@ -131,12 +142,13 @@ class MultiHeadAttention(nn.Module):
         chex.assert_rank([query, key, value], 3)
         chex.assert_equal_shape([key, value])
         chex.assert_axis_dimension(query, 2, self.dim)
-        q = split_heads(dense(self.dim, self.dim, self.init_style, "W_q")(query), self.head_num)
-        k = split_heads(dense(self.dim, self.dim, self.init_style, "W_k")(key), self.head_num)
-        v = split_heads(dense(self.dim, self.dim, self.init_style, "W_v")(value), self.head_num)
+        proj = lambda name: dense(self.dim, self.dim, self.init_style, name, self.dtype)  # noqa: E731
+        q = split_heads(proj("W_q")(query), self.head_num)
+        k = split_heads(proj("W_k")(key), self.head_num)
+        v = split_heads(proj("W_v")(value), self.head_num)
         heads, probs = scaled_dot_product(q, k, v, mask)
         self.sow("intermediates", "attention", probs)
-        out = dense(self.dim, self.dim, self.init_style, "W_o")(combine_heads(heads))
+        out = proj("W_o")(combine_heads(heads))
         chex.assert_equal_shape([out, query])
         return out
 
@@ -147,11 +159,12 @@ class FFN(nn.Module):
     dim: int
     ffn_dim: int
     init_style: Init = "flax"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x):
-        x = nn.relu(dense(self.ffn_dim, self.dim, self.init_style)(x))
-        return dense(self.dim, self.ffn_dim, self.init_style)(x)
+        x = nn.relu(dense(self.ffn_dim, self.dim, self.init_style, dtype=self.dtype)(x))
+        return dense(self.dim, self.ffn_dim, self.init_style, dtype=self.dtype)(x)
 
 
 class EncoderLayer(nn.Module):
@@ -162,13 +175,16 @@ class EncoderLayer(nn.Module):
     ffn_dim: int
     dropout: float = 0.1
     init_style: Init = "flax"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, src_mask, train: bool = False):
         drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
-        x = nn.LayerNorm()(x + drop(MultiHeadAttention(self.dim, self.head_num, self.init_style,
-                                                       name="self_attention")(x, x, x, src_mask)))
-        return nn.LayerNorm()(x + drop(FFN(self.dim, self.ffn_dim, self.init_style)(x)))
+        norm = lambda: nn.LayerNorm(dtype=self.dtype)  # noqa: E731
+        attention = MultiHeadAttention(self.dim, self.head_num, self.init_style, self.dtype,
+                                       name="self_attention")
+        x = norm()(x + drop(attention(x, x, x, src_mask)))
+        return norm()(x + drop(FFN(self.dim, self.ffn_dim, self.init_style, self.dtype)(x)))
 
 
 class DecoderLayer(nn.Module):
@@ -180,14 +196,17 @@ class DecoderLayer(nn.Module):
     ffn_dim: int
     dropout: float = 0.1
     init_style: Init = "flax"
+    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, memory, src_mask, tgt_mask, train: bool = False):
         drop = lambda y: nn.Dropout(self.dropout, deterministic=not train)(y)  # noqa: E731
-        mha = lambda name: MultiHeadAttention(self.dim, self.head_num, self.init_style, name=name)  # noqa: E731
-        x = nn.LayerNorm()(x + drop(mha("self_attention")(x, x, x, tgt_mask)))
-        x = nn.LayerNorm()(x + drop(mha("cross_attention")(x, memory, memory, src_mask)))
-        return nn.LayerNorm()(x + drop(FFN(self.dim, self.ffn_dim, self.init_style)(x)))
+        norm = lambda: nn.LayerNorm(dtype=self.dtype)  # noqa: E731
+        mha = lambda name: MultiHeadAttention(self.dim, self.head_num, self.init_style,  # noqa: E731
+                                              self.dtype, name=name)
+        x = norm()(x + drop(mha("self_attention")(x, x, x, tgt_mask)))
+        x = norm()(x + drop(mha("cross_attention")(x, memory, memory, src_mask)))
+        return norm()(x + drop(FFN(self.dim, self.ffn_dim, self.init_style, self.dtype)(x)))
 
 
 class Transformer(nn.Module):
@@ -202,16 +221,17 @@ class Transformer(nn.Module):
     seq_len_max: int = 100
     dropout: float = 0.1
     init_style: Init = "flax"
+    dtype: Dtype = jnp.float32  # computation dtype (parameters stay float32)
 
     def setup(self):
-        self.src_embed = embed(self.input_lib_size, self.dim, self.init_style)
-        self.tgt_embed = embed(self.output_lib_size, self.dim, self.init_style)
+        self.src_embed = embed(self.input_lib_size, self.dim, self.init_style, dtype=self.dtype)
+        self.tgt_embed = embed(self.output_lib_size, self.dim, self.init_style, dtype=self.dtype)
         self.pe = PositionalEncoding(self.dim, self.seq_len_max)
         self.embed_dropout = nn.Dropout(self.dropout)
-        args = (self.dim, self.head_num, self.ffn_dim, self.dropout, self.init_style)
+        args = (self.dim, self.head_num, self.ffn_dim, self.dropout, self.init_style, self.dtype)
         self.encoder = [EncoderLayer(*args) for _ in range(self.layer_num)]
         self.decoder = [DecoderLayer(*args) for _ in range(self.layer_num)]
-        self.out = dense(self.output_lib_size, self.dim, self.init_style)
+        self.out = dense(self.output_lib_size, self.dim, self.init_style, dtype=self.dtype)
 
     def encode(self, src: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         """``src [B, S]`` int -> memory ``[B, S, D]``."""

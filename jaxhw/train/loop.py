@@ -1,5 +1,6 @@
-"""The fit loop every experiment uses: epochs of device-side batches, tqdm progress,
-per-epoch evaluation, history, checkpoints and printout hooks."""
+"""The fit loop every experiment uses: epochs of device-side batches run in blocks of steps
+per device call, tqdm progress, per-epoch evaluation, history, checkpoints, printout hooks,
+and compile time measured apart from training time."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from jaxhw.train import parallel
 from jaxhw.train.checkpoint import Checkpoints, write_json
 from jaxhw.train.state import TrainState, create_train_state
 from jaxhw.train.steps import (LossFn, Preprocess, classification_loss, identity_preprocess,
-                               make_eval_step, make_train_step)
+                               make_eval_step, make_train_steps)
 
 
 Data = Union[dict, list]  # one on-device dataset {"x", "y"}, or a list of buckets of them
@@ -65,6 +66,15 @@ class Trainer:
       pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
       compiler_options: XLA options for both compiled steps (``jax.jit``'s
         ``compiler_options``; e.g. ``jaxhw.models.fast_conv.compiler_options()``).
+      steps_per_call: optimizer steps per device call (a ``lax.scan``); 0 means
+        ``log_every``, the steps between two host reads of the loss. Hooks still see every
+        step's loss, and the losses equal those of one step per call.
+
+    Every program (a train block or an eval step, per input shape) is compiled ahead of
+    its first use and timed: ``compile_s`` is XLA's time so far (near 0 when the
+    compilation cache has the program), ``trace_s`` the Python tracing before it,
+    ``compiled`` / ``traced`` list ``(what, shape, seconds)``. Training times in the
+    history exclude both.
     """
 
     model: nn.Module
@@ -77,13 +87,52 @@ class Trainer:
     log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
     pad_label: int | None = None
     compiler_options: dict[str, str] | None = None
+    steps_per_call: int = 0
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
-        self._train_step = make_train_step(self.model, self.tx, self.loss_fn, self.mesh,
-                                           self.preprocess, self.compiler_options)
-        self._eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
-                                         self.preprocess, self.tta_flip, self.compiler_options)
+        if self.log_every < 1 or self.steps_per_call < 0:
+            raise ConfigError(f"log_every ({self.log_every}) must be positive and "
+                              f"steps_per_call ({self.steps_per_call}) not negative")
+        self.block = self.steps_per_call or self.log_every
+        self.train_steps = make_train_steps(self.model, self.tx, self.loss_fn, self.mesh,
+                                            self.preprocess, self.compiler_options, self.block)
+        self.eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
+                                        self.preprocess, self.tta_flip, self.compiler_options)
+        self._executables: dict[tuple, Any] = {}
+        self.compiled: list[tuple[str, str, float]] = []
+        self.traced: list[tuple[str, str, float]] = []
+
+    @property
+    def compile_s(self) -> float:
+        """Seconds spent in XLA compiling (or loading from the compilation cache) so far."""
+        return sum(seconds for _, _, seconds in self.compiled)
+
+    @property
+    def trace_s(self) -> float:
+        """Seconds spent tracing and lowering the programs to XLA so far (Python side)."""
+        return sum(seconds for _, _, seconds in self.traced)
+
+    @property
+    def setup_s(self) -> float:
+        """Everything before a program first runs: tracing plus compiling."""
+        return self.compile_s + self.trace_s
+
+    def _call(self, name: str, fn, state: TrainState, *args):
+        """``fn(state, *args)`` through its compiled executable for the shapes of ``args``
+        (the state's never change), compiling (and timing) it on first use."""
+        shape = str([np.shape(a) for a in jax.tree.leaves(args)])
+        key = (name, shape)
+        executable = self._executables.get(key)
+        if executable is None:
+            t0 = time.perf_counter()
+            lowered = fn.lower(state, *args)  # tracing; the compilation cache needs it too
+            t1 = time.perf_counter()
+            executable = lowered.compile()    # XLA, or a load from the compilation cache
+            self.compiled.append((name, shape, time.perf_counter() - t1))
+            self.traced.append((name, shape, t1 - t0))
+            self._executables[key] = executable
+        return executable(state, *args)
 
     # ------------------------------------------------------------------ setup
     def init_state(self, rng: jax.Array, example_x: Any) -> TrainState:
@@ -118,19 +167,41 @@ class Trainer:
             order = np.asarray(jax.random.permutation(keys[-1], len(plan)))
             plan = [plan[k] for k in order]
         steps = len(plan)
-        pending, total = [], 0.0
+        # Each bucket's batches in the order the plan takes them, so that consecutive plan
+        # entries of one bucket are consecutive rows; runs of them become blocks of steps.
+        rows: dict[int, list[int]] = {}
+        positions = []
+        for b, _, i in plan:
+            positions.append(len(rows.setdefault(b, [])))
+            rows[b].append(i)
+        first = {b: batches for b, batches, _ in reversed(plan)}
+        replicated = parallel.replicated(self.mesh)
+        ordered = {b: jax.device_put(first[b] if r == list(range(len(r)))
+                                     else jnp.take(first[b], jnp.asarray(r), axis=0), replicated)
+                   for b, r in rows.items()}
+        calls, start = [], 0
+        while start < steps:
+            b, count = plan[start][0], 1
+            while count < self.block and start + count < steps and plan[start + count][0] == b:
+                count += 1
+            calls.append((b, positions[start], count))
+            start += count
+        pending, total, done = [], 0.0, 0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
-            for step, (b, batches, i) in enumerate(plan):
-                state, loss = self._train_step(state, buckets[b], batches, jnp.int32(i))
-                pending.append(loss)
-                if len(pending) == self.log_every or step == steps - 1:
-                    losses = np.asarray(jnp.stack(pending))
+            for n, (b, position, count) in enumerate(calls):
+                state, losses = self._call("train", self.train_steps, state, buckets[b],
+                                           ordered[b], np.int32(position), np.int32(count))
+                pending.append((losses, count))
+                done += count
+                waiting = sum(c for _, c in pending)
+                if waiting >= self.log_every or n == len(calls) - 1:
+                    host = np.concatenate([np.asarray(l)[:c] for l, c in pending])
                     for hook in hooks:
-                        hook.on_losses(epoch, step + 1 - len(losses), losses)
-                    total += float(losses.sum())
-                    bar.update(len(losses))
-                    bar.set_postfix(loss=f"{losses.mean():.3f}")
+                        hook.on_losses(epoch, done - len(host), host)
+                    total += float(host.sum())
+                    bar.update(len(host))
+                    bar.set_postfix(loss=f"{host.mean():.3f}")
                     pending = []
         return state, total / steps
 
@@ -148,7 +219,8 @@ class Trainer:
                         unit="batch", leave=False, mininterval=2.0)
         for bucket, idx, mask in plans:
             for b in range(len(idx)):
-                l, c, p = self._eval_step(state, bucket, jnp.asarray(idx[b]), jnp.asarray(mask[b]))
+                l, c, p = self._call("eval", self.eval_step, state, bucket,
+                                     jnp.asarray(idx[b]), jnp.asarray(mask[b]))
                 loss_sum, count = loss_sum + l, count + c
                 preds.append(np.asarray(p)[mask[b] > 0])
                 progress.update()
@@ -169,18 +241,21 @@ class Trainer:
         history = list(history or [])
         run_key = jax.random.key(seed)
         for epoch in range(len(history) + 1, epochs + 1):
-            t0 = time.perf_counter()
+            c0, t0 = self.setup_s, time.perf_counter()
             state, train_loss = self.train_epoch(
                 state, train, batch_size, jax.random.fold_in(run_key, epoch), epoch, epochs, hooks)
-            t1 = time.perf_counter()
+            c1, t1 = self.setup_s, time.perf_counter()
             result = self.evaluate(state, test, eval_batch_size)
+            c2, t2 = self.setup_s, time.perf_counter()
             record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
                       "eval_loss": result.loss, "eval_accuracy": result.accuracy,
-                      "train_time_s": t1 - t0, "eval_time_s": time.perf_counter() - t1}
+                      "train_time_s": (t1 - t0) - (c1 - c0), "eval_time_s": (t2 - t1) - (c2 - c1),
+                      "compile_time_s": c2 - c0}
             history.append(record)
+            compiled = f", compiling {c2 - c0:.1f} s" if c2 > c0 else ""
             tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, "
                        f"test loss {result.loss:.4f}, test accuracy {100 * result.accuracy:.2f}% "
-                       f"({record['train_time_s']:.1f} s)")
+                       f"({record['train_time_s']:.1f} s training{compiled})")
             if checkpoints is not None:
                 checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
                                                 "history": history}, metrics=record)

@@ -45,8 +45,15 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
     sharding = replicated(mesh)
     if jax.process_count() == 1:
         return jax.device_put(tree, sharding)
-    return jax.tree.map(
-        lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+    def to_global(x):
+        if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            data = jax.make_array_from_process_local_data(
+                sharding, np.asarray(jax.random.key_data(x)))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(x))
+        return jax.make_array_from_process_local_data(sharding, np.asarray(x))
+
+    return jax.tree.map(to_global, tree)
 
 
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:

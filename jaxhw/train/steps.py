@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxhw.train.parallel import batch_sharded
+from jaxhw.train.parallel import batch_sharded, replicated
 from jaxhw.train.state import TrainState
 
 # preprocess(key, x, train) -> model inputs: normalisation and (when train) augmentation.
@@ -72,18 +72,16 @@ def _take(data: dict, idx: jax.Array, mesh: Mesh) -> dict:
     return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
 
 
-def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
-                    mesh: Mesh, preprocess: Preprocess = identity_preprocess,
-                    compiler_options: dict[str, str] | None = None):
-    """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
-    ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
-    ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.models.fast_conv.compiler_options``)."""
+def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, mesh: Mesh,
+             preprocess: Preprocess):
+    """The pure optimizer step ``(state, data, idx [B]) -> (state, loss)`` on the examples
+    ``idx`` of ``data``."""
 
-    def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
-        batch = _take(data, batches[i], mesh)
+    def step(state: TrainState, data: dict, idx: jax.Array):
+        batch = _take(data, idx, mesh)
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         x = preprocess(aug_key, batch["x"], True)
-        mask = jnp.ones(batches.shape[1], jnp.float32)
+        mask = jnp.ones(idx.shape[0], jnp.float32)
 
         def loss_of(params):
             variables = {**state.variables(), "params": params}
@@ -95,9 +93,54 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=batch_stats, opt_state=opt_state)
-        return new_state, loss
+        return new_state, loss.astype(jnp.float32)
+
+    return step
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
+                    mesh: Mesh, preprocess: Preprocess = identity_preprocess,
+                    compiler_options: dict[str, str] | None = None):
+    """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
+    ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
+    ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.models.fast_conv.compiler_options``)."""
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess)
+
+    def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
+        return body(state, data, batches[i])
 
     return jax.jit(step, donate_argnums=0, compiler_options=compiler_options)
+
+
+def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
+                     mesh: Mesh, preprocess: Preprocess = identity_preprocess,
+                     compiler_options: dict[str, str] | None = None, block: int = 1):
+    """``steps(state, data, batches, start, count) -> (state, losses [block])``: up to
+    ``block`` optimizer steps in one device call, on batches ``batches[start]``, ...,
+    ``batches[start + count - 1]`` (``count <= block``), as a ``lax.scan``.
+
+    One call per block instead of one per step keeps a fast device busy when steps are
+    short (the host's dispatch of each call then costs more than the step). ``block`` is
+    static and ``count`` is not, so a shorter last block runs in the same compiled program:
+    its unused slots skip the step (``lax.cond``) and report loss 0. The steps are the ones
+    :func:`make_train_step` takes, in the same order with the same keys. The old state's
+    buffers are donated."""
+    if block < 1:
+        raise ValueError(f"block must be at least 1, got {block}")
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess)
+
+    def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array,
+              count: jax.Array):
+        def slot(state, k):
+            idx = batches[start + k]
+            if block == 1:
+                return body(state, data, idx)
+            return jax.lax.cond(k < count, lambda s: body(s, data, idx),
+                                lambda s: (s, jnp.zeros((), jnp.float32)), state)
+
+        return jax.lax.scan(slot, state, jnp.arange(block))
+
+    return jax.jit(steps, donate_argnums=0, compiler_options=compiler_options)
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
@@ -115,6 +158,8 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
         if tta_flip:
             logits = (logits + _apply(model, state.variables(), x[:, :, ::-1, :], False)[0]) / 2
         total, count = loss_fn(logits, batch["y"], mask)
-        return total, count, jnp.argmax(logits, axis=-1)
+        # Replicated, so every host can read all predictions (an all-gather of [B] ints).
+        return total, count, jax.lax.with_sharding_constraint(jnp.argmax(logits, axis=-1),
+                                                              replicated(mesh))
 
     return jax.jit(step, compiler_options=compiler_options)

@@ -2,7 +2,6 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 
 from jaxhw.data import DataError, ImageSplit, TextSplit, load_split
 from jaxhw.data import sources
@@ -75,6 +74,7 @@ def test_unknown_names():
 
 @pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1))])
 def test_tfds_source_images(name, shape, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")  # absent on GPU machines without TF
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
     monkeypatch.setattr(sources, "_reachable", lambda url, **kw: True)
     with tfds.testing.mock_data(num_examples=12):
@@ -84,6 +84,7 @@ def test_tfds_source_images(name, shape, monkeypatch):
 
 
 def test_tfds_source_text(monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
     monkeypatch.setattr(sources, "_reachable", lambda url, **kw: True)
     with tfds.testing.mock_data(num_examples=5):

@@ -33,8 +33,9 @@ print(json.dumps(curves))
 
 
 def test_two_devices_match_one():
+    # Two simulated CPU devices, on a GPU machine too (JAX_PLATFORMS keeps JAX off the GPU).
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "PYTHONPATH": str(ROOT)}
+           "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
     out = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, check=True,
                          capture_output=True, text=True).stdout
     curves = json.loads(out.strip().splitlines()[-1])

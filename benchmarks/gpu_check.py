@@ -1,0 +1,289 @@
+"""One command that checks every experiment on whatever device is present.
+
+    python -m benchmarks.gpu_check --data-dir ~/.cache/jaxhw-data     # ~8 min on one H200
+    python -m benchmarks.gpu_check --smoke                            # seconds, any CPU
+
+Runs a short budget of each experiment through its own command-line entry point (so the
+engine, the flags and results.json are what users get), then prints one table and writes
+``benchmarks/results/gpu_check.json``: a list ``rows`` of ``{experiment, device, dtype,
+compile_s, step_ms, throughput, unit, accuracy}`` plus what each row ran. ``compile_s`` is
+XLA's compile time of every program the run built (tracing excluded, reported apart as
+``trace_s``), with a cold compilation cache by default; ``step_ms`` is the mean optimizer
+step after compilation.
+
+Rows: CIFAR-10 BetterNet ``--preset gpu`` and the cpu preset, the ViT, the Transformer's
+reverse task and its full original demo (``--init torch``, 100 steps), BERT fine-tuning with
+``--model minilm`` (or ``--bert-dir``), and a bert-base-shaped BERT with random weights
+built from transformers' ``BertConfig()`` (batch 32, length 256), timed for throughput only,
+once per XLA GPU autotuning level in ``--bert-autotune``. A row that fails is recorded with
+its error and the check goes on; rows that would start after ``--budget-s`` are skipped.
+
+``--smoke`` runs the same rows at toy sizes on data it writes itself (a tiny BERT in place
+of MiniLM and of bert-base), so a CPU test exercises the whole check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+OUT = Path("benchmarks/results/gpu_check.json")
+COLUMNS = ("experiment", "device", "dtype", "compile_s", "step_ms", "throughput", "unit",
+           "accuracy")
+
+
+def from_results(results: dict, per_step: int, unit: str, accuracy_key: str) -> dict:
+    """A table row from an experiment's results.json (``per_step``: examples per step)."""
+    history = results["history"]
+    steps = int(history[-1]["step"])
+    step_s = results["train_s"] / max(steps, 1)
+    later = [r["train_time_s"] for r in history[1:]]
+    return {"device": results["device"], "dtype": results["dtype"],
+            "compile_s": results["compile_s"], "trace_s": results.get("trace_s"),
+            "step_ms": 1000 * step_s, "throughput": per_step / step_s if step_s else None,
+            "unit": unit, "accuracy": results[accuracy_key], "steps": steps,
+            "epoch_s_after_first": float(np.mean(later)) if later else None,
+            "train_s": results["train_s"]}
+
+
+def run_experiment(module: str, argv: list[str], out_dir: Path) -> dict:
+    """Run ``python -m experiments.<module> argv`` in this process, quietly; its results."""
+    import importlib
+
+    mod = importlib.import_module(f"experiments.{module}")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):
+        mod.main(argv + ["--checkpoint-dir", str(out_dir)])
+    (out_dir / "stdout.txt").write_text(log.getvalue())
+    return json.loads((out_dir / "results.json").read_text())
+
+
+def bert_throughput(config, *, batch: int, length: int, steps: int, dtype: str,
+                    autotune: int | None) -> dict:
+    """Train steps of a BERT classifier with random weights on random tokens: the first
+    call's compile time, then the mean time of ``steps`` steps."""
+    import jax
+    import optax
+
+    from jaxhw.experiment import device_name
+    from jaxhw.models.bert import BertClassifier
+    from jaxhw.train import Trainer
+    from jaxhw.train.precision import compute_dtype
+    from jaxhw.train.xla_options import gpu_compiler_options
+
+    rng = np.random.default_rng(0)
+    n = batch * steps
+    ids = rng.integers(1000, config.vocab_size, (n, length)).astype(np.int32)
+    mask = np.ones((n, length), np.int32)
+    labels = rng.integers(0, 2, n).astype(np.int32)
+    model = BertClassifier(config, dtype=compute_dtype(dtype))
+    trainer = Trainer(model, optax.adamw(2e-5), log_every=steps,
+                      compiler_options=gpu_compiler_options(autotune))
+    state = trainer.init_state(jax.random.key(0), (ids[:1], mask[:1]))
+    data = trainer.put((ids, mask), labels)
+    t0 = time.perf_counter()
+    state, _ = trainer.train_epoch(state, data, batch, jax.random.key(1), progress=False)
+    first = time.perf_counter() - t0 - trainer.setup_s  # the first block, compile excluded
+    t1 = time.perf_counter()
+    state, _ = trainer.train_epoch(state, data, batch, jax.random.key(2), progress=False)
+    step_s = (time.perf_counter() - t1) / steps
+    return {"device": device_name(), "dtype": compute_dtype(dtype).name,
+            "compile_s": trainer.compile_s, "trace_s": trainer.trace_s,
+            "first_step_s": trainer.setup_s + first / steps,
+            "step_ms": 1000 * step_s, "throughput": batch / step_s, "unit": "sequences/s",
+            "accuracy": None, "steps": steps}
+
+
+def write_tiny_data(root: Path) -> None:
+    """Random CIFAR-10, Fashion-MNIST and IMDB splits in the local layout (for --smoke)."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28))):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for split, n in (("train", 256), ("test", 64)):
+            np.savez(root / name / f"{split}.npz",
+                     images=rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+                     labels=(np.arange(n) % 10).astype(np.uint8))
+    (root / "imdb").mkdir(parents=True, exist_ok=True)
+    for split in ("train", "test"):
+        with gzip.open(root / "imdb" / f"{split}.jsonl.gz", "wt") as f:
+            for i in range(100):
+                word = "good" if i % 2 else "bad"
+                f.write(json.dumps({"text": f"the movie was {word} {word}", "label": i % 2}) + "\n")
+
+
+def write_tiny_bert(folder: Path):
+    """A tiny random BERT with a WordPiece tokenizer, saved like a hub model."""
+    from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad"]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    FlaxBertModel(config, seed=0).save_pretrained(folder)
+    return config
+
+
+def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
+    """(row name, function of its output folder -> row) for every row, in order."""
+    smoke, data = args.smoke, ["--data-dir", str(args.data_dir)]
+    common = ["--dtype", args.dtype, "--compile-cache", args.compile_cache, "--overwrite"]
+    rows: list[tuple[str, Callable[[Path], dict]]] = []
+
+    def experiment(name, module, argv, per_step, unit, key="test_accuracy"):
+        rows.append((name, lambda out: from_results(
+            run_experiment(module, argv + common, out), per_step, unit, key)))
+
+    tiny = ["--train-limit", "256", "--test-limit", "64"] if smoke else []
+    experiment("cifar_betternet_gpu_preset", "cifar_inception",
+               data + ["--preset", "gpu", "--epochs", "1" if smoke else "3"]
+               + (["--batch-size", "64", "--widths", "16,32,64", "--stem", "8"] if smoke else [])
+               + tiny, 64 if smoke else 512, "images/s")
+    experiment("cifar_betternet_cpu_preset", "cifar_inception",
+               data + ["--epochs", "2" if smoke else "3"] + (["--batch-size", "64"] if smoke else [])
+               + tiny, 64 if smoke else 128, "images/s")
+    experiment("vit_fashion_mnist", "vit_fashion_mnist",
+               data + ["--preset", "best", "--epochs", "1" if smoke else "5"]
+               + (["--batch-size", "64", "--embed-dim", "32"] if smoke else []) + tiny,
+               64 if smoke else 128, "images/s")
+    experiment("transformer_reverse", "transformer_toy",
+               ["--task", "reverse", "--epochs", "1" if smoke else "2"]
+               + (["--train-size", "640", "--test-size", "64"] if smoke else []),
+               64, "sequences/s", key="exact_sequence_accuracy")
+
+    def demo(out):
+        argv = ["--init", "torch", "--steps", "3" if smoke else "100"] + \
+               (["--preset", "small", "--dim", "32", "--ffn-dim", "64"] if smoke else [])
+        t0 = time.perf_counter()
+        results = run_experiment("transformer_toy", argv + common, out)
+        return {"device": results["device"], "dtype": results["dtype"],
+                "compile_s": results["compile_s"], "trace_s": results["trace_s"],
+                "step_ms": results["step_ms"], "throughput": 64 / (results["step_ms"] / 1000),
+                "unit": "sequences/s", "accuracy": None, "first_loss": results["first_loss"],
+                "last_loss": results["last_loss"], "total_s": time.perf_counter() - t0}
+
+    rows.append(("transformer_demo_torch_init", demo))
+
+    def bert_minilm(out):
+        model = args.bert_dir or ("minilm" if not smoke else str(work / "tiny_bert"))
+        argv = data + ["--model", model, "--epochs", "1"] + (
+            ["--train-limit", "96", "--val-limit", "32", "--test-limit", "64", "--max-len", "32",
+             "--batch-size", "16"] if smoke else
+            ["--train-limit", "4000", "--val-limit", "500", "--test-limit", "2000",
+             "--max-len", "256", "--lr", "1e-4"])
+        row = from_results(run_experiment("bert_imdb", argv + common, out),
+                           16 if smoke else 32, "sequences/s", "test_accuracy")
+        return {**row, "model": model}
+
+    rows.append(("bert_imdb_minilm", bert_minilm))
+    for level in args.bert_autotune:
+        def bert_base(out, level=level):
+            from transformers import BertConfig
+            config = (BertConfig(vocab_size=1100, hidden_size=32, num_hidden_layers=2,
+                                 num_attention_heads=2, intermediate_size=64)
+                      if smoke else BertConfig())
+            row = bert_throughput(config, batch=8 if smoke else 32, length=32 if smoke else 256,
+                                  steps=3 if smoke else 30, dtype=args.dtype, autotune=level)
+            return {**row, "autotune_level": level}
+
+        name = "bert_base_shaped_random" + ("" if level is None else f"_autotune{level}")
+        rows.append((name, bert_base))
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    fmt = lambda v: "-" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v))  # noqa: E731
+    table = [[fmt(r.get(c)) for c in COLUMNS] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in table)) for i, c in enumerate(COLUMNS)]
+    print("  ".join(c.ljust(w) for c, w in zip(COLUMNS, widths)))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    for r in rows:
+        if r.get("error") or r.get("skipped"):
+            print(f"{r['experiment']}: {r.get('error') or r.get('skipped')}")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", help="dataset folder in the local layout (see "
+                   "../shared/datasets/unpack.py); required unless --smoke")
+    p.add_argument("--smoke", action="store_true",
+                   help="toy sizes on data written to a temporary folder (seconds on a CPU)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
+                   help="compute dtype of every row (default: auto = bfloat16 on a GPU)")
+    p.add_argument("--compile-cache", default=None,
+                   help="compilation cache folder (default: a new empty one, so compile "
+                        "times are cold; 'off' disables it)")
+    p.add_argument("--bert-dir", default=None,
+                   help="a local BERT directory to fine-tune instead of --model minilm")
+    p.add_argument("--bert-autotune", default="0,default",
+                   help="XLA GPU autotuning levels for the bert-base-shaped rows, one row "
+                        "each: 0 (off), 1-4, or default (default: 0,default)")
+    p.add_argument("--only", default="", help="comma-separated row names to run (default all)")
+    p.add_argument("--budget-s", type=float, default=480.0,
+                   help="rows that would start after this many seconds are skipped "
+                        "(default: 480, 8 minutes)")
+    p.add_argument("--out", default=str(OUT), help=f"JSON output (default: {OUT})")
+    args = p.parse_args(argv)
+    if not args.smoke and not args.data_dir:
+        p.error("--data-dir is required (or --smoke)")
+    try:
+        args.bert_autotune = [None if v == "default" else int(v)
+                              for v in args.bert_autotune.split(",") if v]
+    except ValueError:
+        p.error(f"--bert-autotune takes integers or 'default', got {args.bert_autotune!r}")
+    return args
+
+
+def main(argv=None) -> list[dict]:
+    args = parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="jaxhw-gpu-check-"))
+    if args.compile_cache is None:
+        args.compile_cache = str(work / "compile_cache")
+    if args.smoke:
+        args.data_dir = work / "data"
+        write_tiny_data(args.data_dir)
+        write_tiny_bert(work / "tiny_bert")
+    only = {n for n in args.only.split(",") if n}
+    rows, start = [], time.perf_counter()
+    for name, run in plan(args, work):
+        if only and name not in only:
+            continue
+        row: dict[str, Any] = {"experiment": name}
+        elapsed = time.perf_counter() - start
+        if elapsed > args.budget_s:
+            row["skipped"] = f"budget of {args.budget_s:.0f} s spent ({elapsed:.0f} s)"
+        else:
+            print(f"[{elapsed:6.1f} s] {name} ...", flush=True)
+            t0 = time.perf_counter()
+            try:
+                row.update(run(work / name))
+            except (Exception, SystemExit) as e:  # one broken row must not hide the others
+                row["error"] = f"{type(e).__name__}: {e}"
+                (work / f"{name}.error.txt").write_text(traceback.format_exc())
+            row["wall_s"] = time.perf_counter() - t0
+        rows.append(row)
+    print_table(rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"rows": rows, "smoke": args.smoke, "work_dir": str(work),
+                               "total_s": time.perf_counter() - start}, indent=2))
+    print(f"written: {out} (logs and checkpoints in {work})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

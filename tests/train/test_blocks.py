@@ -1,0 +1,70 @@
+"""Several optimizer steps per device call give the steps of one call per step."""
+
+import jax
+import numpy as np
+import pytest
+
+from jaxhw.train import Hook
+from jaxhw.train.compile_cache import enable_compile_cache
+from tests.tiny import tiny_dataset, tiny_trainer
+
+
+class Recorder(Hook):
+    def __init__(self):
+        self.steps: list[tuple[int, int, float]] = []
+
+    def on_losses(self, epoch, first_step, losses):
+        self.steps += [(epoch, first_step + k, float(l)) for k, l in enumerate(losses)]
+
+
+def _curve(block: int, buckets: bool, epochs: int = 2):
+    x, y = tiny_dataset(200)
+    trainer = tiny_trainer(steps_per_call=block)
+    data = ([trainer.put(x[:120], y[:120]), trainer.put(x[120:, :6, :6], y[120:])] if buckets
+            else trainer.put(x, y))
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    recorder = Recorder()
+    for epoch in range(1, epochs + 1):
+        state, _ = trainer.train_epoch(state, data, 16, jax.random.key(epoch), epoch,
+                                       hooks=[recorder], progress=False)
+    return recorder.steps, state, trainer
+
+
+@pytest.mark.parametrize("buckets", [False, True], ids=["one_shape", "buckets"])
+def test_blocks_give_the_loss_curve_of_single_steps(buckets):
+    single, state1, t1 = _curve(1, buckets)
+    block, state5, t5 = _curve(5, buckets)  # 12 steps per epoch: blocks of 5, 5 and 2
+    per_epoch = 12 if not buckets else 120 // 16 + 80 // 16
+    assert [(e, s) for e, s, _ in block] == [(e, s) for e in (1, 2) for s in range(per_epoch)]
+    assert [(e, s) for e, s, _ in single] == [(e, s) for e, s, _ in block]
+    np.testing.assert_allclose([l for *_, l in block], [l for *_, l in single], rtol=1e-5,
+                               atol=1e-6)
+    assert int(state5.step) == int(state1.step) == 2 * per_epoch
+    for a, b in zip(jax.tree.leaves(state5.params), jax.tree.leaves(state1.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # One program per input shape, whatever the block's length.
+    assert len([c for c in t5.compiled if c[0] == "train"]) == (2 if buckets else 1)
+    assert t5.block == 5 and t5.compile_s > 0
+
+
+def test_blocks_skip_nothing_at_the_end_of_an_epoch():
+    """A last block shorter than the others runs only its own steps."""
+    steps, state, _ = _curve(50, False, epochs=1)
+    assert len(steps) == 12 and int(state.step) == 12
+
+
+def test_compile_cache_fills_and_unwritable_folder_only_warns(tmp_path):
+    previous = jax.config.jax_compilation_cache_dir
+    try:
+        assert enable_compile_cache(tmp_path / "cache") == (tmp_path / "cache").resolve()
+        _curve(3, False, epochs=1)
+        assert any((tmp_path / "cache").iterdir())
+        locked = tmp_path / "locked"
+        locked.write_text("a file, not a folder")
+        with pytest.warns(UserWarning, match="not writable.*running without it"):
+            assert enable_compile_cache(locked / "cache") is None
+        assert jax.config.jax_compilation_cache_dir is None
+        _curve(1, False, epochs=1)  # still trains
+        assert enable_compile_cache("off") is None
+    finally:
+        enable_compile_cache(previous)
