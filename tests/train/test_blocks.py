@@ -53,6 +53,26 @@ def test_blocks_skip_nothing_at_the_end_of_an_epoch():
     assert len(steps) == 12 and int(state.step) == 12
 
 
+def test_auto_block_on_a_cpu_is_one_step_for_convolutions_only():
+    """XLA's CPU backend runs convolutions inside loops many times slower."""
+    import flax.linen as nn
+    import optax
+
+    from jaxhw.train import Trainer
+
+    class Mlp(nn.Module):
+        @nn.compact
+        def __call__(self, x, train=False):
+            return nn.Dense(3)(x.reshape(x.shape[0], -1).astype(np.float32))
+
+    x, y = tiny_dataset(64)
+    for model, expected in ((tiny_trainer().model, 1), (Mlp(), 4)):
+        trainer = Trainer(model, optax.sgd(0.1), log_every=4)
+        state = trainer.init_state(jax.random.key(0), x[:1])
+        trainer.train_epoch(state, trainer.put(x, y), 16, jax.random.key(1), progress=False)
+        assert trainer.block == (expected if jax.default_backend() == "cpu" else 4)
+
+
 def test_compile_cache_fills_and_unwritable_folder_only_warns(tmp_path):
     previous = jax.config.jax_compilation_cache_dir
     try:

@@ -44,8 +44,7 @@ def test_train_step_donates_the_old_state():
     data = trainer.put(x, y)
     state = trainer.init_state(jax.random.key(0), x[:1])
     old_leaf = jax.tree.leaves(state.params)[0]
-    batches = jnp.arange(64, dtype=jnp.int32).reshape(2, 32)
-    trainer.train_steps(state, data, batches, jnp.int32(0), jnp.int32(1))
+    trainer.train_epoch(state, data, 32, jax.random.key(0), progress=False)
     assert old_leaf.is_deleted()
 
 
