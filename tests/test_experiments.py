@@ -55,3 +55,14 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path, capsys)
         cli.run(lambda: module.main(["--data-dir", str(tiny_data), "--resume",
                                      "--checkpoint-dir", str(tmp_path / "none")]))
     assert "no checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_unknown_dtype_is_refused_before_anything_runs(name, tmp_path, capsys):
+    module = importlib.import_module(f"experiments.{name}")
+    with pytest.raises(SystemExit) as exit_:
+        module.main(["--dtype", "float16", "--data-dir", str(tmp_path / "none")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "--dtype" in err and "invalid choice: 'float16'" in err and "bfloat16" in err
+    assert not (tmp_path / "none").exists()
