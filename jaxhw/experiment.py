@@ -175,12 +175,14 @@ def train_classifier(
 
     result = trainer.evaluate(state, test if final is None else final, eval_batch_size)
     table = per_class_table(result.labels, result.predictions, class_names)
-    (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
-    from jaxhw.plotting import plot_confusion, plot_history  # matplotlib only when needed
-    plot_confusion(result.labels, result.predictions, class_names,
-                   ckpt.directory / "confusion_matrix.png")
-    if history:
-        plot_history(history, ckpt.directory / "history.png")
+    primary = jax.process_index() == 0  # one writer when several hosts train together
+    if primary:
+        (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
+        from jaxhw.plotting import plot_confusion, plot_history  # matplotlib when needed
+        plot_confusion(result.labels, result.predictions, class_names,
+                       ckpt.directory / "confusion_matrix.png")
+        if history:
+            plot_history(history, ckpt.directory / "history.png")
     timing = timing_summary(trainer, history)
     results = {
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
@@ -190,7 +192,8 @@ def train_classifier(
         "parameters": count_params(state.params),
         **(extra or {}), "config": dataclasses.asdict(cfg), "history": history,
     }
-    write_json(ckpt.directory / "results.json", results)
+    if primary:
+        write_json(ckpt.directory / "results.json", results)
     ckpt.close()
     print(table)
     if printouts:

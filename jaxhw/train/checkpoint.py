@@ -110,6 +110,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (a reader never sees half a file, even after kill -9)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")  # one per writer
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)

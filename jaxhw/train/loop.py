@@ -275,7 +275,8 @@ class Trainer:
             if checkpoints is not None:
                 checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
                                                 "history": history}, metrics=record)
-                write_json(Path(checkpoints.directory) / "history.json", history)
+                if jax.process_index() == 0:  # one writer when several hosts train together
+                    write_json(Path(checkpoints.directory) / "history.json", history)
             for hook in hooks:
                 hook.on_epoch_end(epoch, record, result)
         return state, history
