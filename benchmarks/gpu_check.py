@@ -19,7 +19,8 @@ once per XLA GPU autotuning level in ``--bert-autotune``. A row that fails is re
 its error and the check goes on; rows that would start after ``--budget-s`` are skipped.
 
 ``--smoke`` runs the same rows at toy sizes on data it writes itself (a tiny BERT in place
-of MiniLM and of bert-base), so a CPU test exercises the whole check.
+of MiniLM, ``jaxhw.models.bert.save_tiny_bert``, and a small bert-base stand-in), so a
+CPU test exercises the whole check.
 """
 
 from __future__ import annotations
@@ -120,20 +121,6 @@ def write_tiny_data(root: Path) -> None:
             for i in range(100):
                 word = "good" if i % 2 else "bad"
                 f.write(json.dumps({"text": f"the movie was {word} {word}", "label": i % 2}) + "\n")
-
-
-def write_tiny_bert(folder: Path):
-    """A tiny random BERT with a WordPiece tokenizer, saved like a hub model."""
-    from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
-
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "movie", "was", "good", "bad"]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    FlaxBertModel(config, seed=0).save_pretrained(folder)
-    return config
 
 
 def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
@@ -257,7 +244,8 @@ def main(argv=None) -> list[dict]:
     if args.smoke:
         args.data_dir = work / "data"
         write_tiny_data(args.data_dir)
-        write_tiny_bert(work / "tiny_bert")
+        from jaxhw.models.bert import save_tiny_bert
+        save_tiny_bert(work / "tiny_bert", ["the", "movie", "was", "good", "bad"])
     only = {n for n in args.only.split(",") if n}
     rows, start = [], time.perf_counter()
     for name, run in plan(args, work):

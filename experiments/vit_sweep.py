@@ -89,9 +89,8 @@ def main(argv=None) -> None:
             batch_size=cfg.batch_size, warmup_epochs=0.5, tta=False,  # as in the committed run
             weight_decay=0.05,
             data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
-            train_limit=cfg.train_limit, test_limit=cfg.test_limit, dtype=cfg.dtype,
-            compile_cache=cfg.compile_cache, steps_per_call=cfg.steps_per_call,
-            gpu_autotune=cfg.gpu_autotune)
+            train_limit=cfg.train_limit, test_limit=cfg.test_limit,
+            **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(EngineConfig)})
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")
         rows.append(_row(name, vit_fashion_mnist.run(run_cfg, name=f"vit_sweep/{name}")))
         write_json(out / "results.json", rows)  # after every setting: an interruption loses one

@@ -35,9 +35,11 @@ class EngineConfig:
 
     dtype: str = flag("auto", DTYPE_HELP, choices=DTYPES)
     compile_cache: str = flag(DEFAULT_DIR, CACHE_HELP)
-    steps_per_call: int = flag(0, "optimizer steps per device call (a lax.scan; 0 = the "
-                                  "steps between two host reads of the loss, 50); more "
-                                  "keeps a fast GPU busy when steps are short")
+    steps_per_call: int = flag(0, "optimizer steps per device call (a lax.scan); 0 = auto: "
+                                  "the steps between two host reads of the loss (50), but 1 "
+                                  "on a CPU for models with convolutions, which XLA runs "
+                                  "slower inside a loop; more keeps a fast GPU busy when "
+                                  "steps are short")
     gpu_autotune: int = flag(-1, AUTOTUNE_HELP)
 
 

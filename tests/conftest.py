@@ -47,13 +47,6 @@ WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "was", "a"]
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny BERT and a WordPiece tokenizer, saved like a hub model
     (ids: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then WORDS from 5)."""
-    from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
+    from jaxhw.models.bert import save_tiny_bert
 
-    folder = tmp_path_factory.mktemp("tiny_bert")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
-    FlaxBertModel(config, seed=0).save_pretrained(folder)
-    return folder
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), WORDS)

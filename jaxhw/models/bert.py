@@ -92,6 +92,24 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def save_tiny_bert(folder: str | os.PathLike, words: list[str]) -> Path:
+    """Save a randomly initialised tiny BERT (width 16, 1 layer, 2 heads, 64 positions) and
+    a WordPiece tokenizer into ``folder``, laid out like a hub model, for runs that need a
+    BERT directory but no pre-trained weights (tests, ``gpu_check --smoke``). Token ids:
+    [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then ``words`` from 5."""
+    from transformers import BertConfig, BertTokenizerFast, FlaxBertModel
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=32, max_position_embeddings=64)
+    FlaxBertModel(config, seed=0).save_pretrained(folder)
+    return folder
+
+
 class BertClassifier(nn.Module):
     """``(input_ids [B, L], attention_mask [B, L]) -> logits [B, num_classes]``: a Flax BERT
     encoder (``FlaxBertModule``) and a head. Pre-trained encoder weights go to

@@ -123,10 +123,10 @@ class Trainer:
     def _call(self, name: str, fn, state: TrainState, *args):
         """``fn(state, *args)`` through its compiled executable for the shapes of ``args``
         (the state's never change), compiling (and timing) it on first use."""
-        shape = str([np.shape(a) for a in jax.tree.leaves(args)])
-        key = (name, shape)
+        key = (name, tuple(np.shape(a) for a in jax.tree.leaves(args)))
         executable = self._executables.get(key)
         if executable is None:
+            shape = str(list(key[1]))
             t0 = time.perf_counter()
             lowered = fn.lower(state, *args)  # tracing; the compilation cache needs it too
             t1 = time.perf_counter()
@@ -174,9 +174,9 @@ class Trainer:
                                                 self.block)
         # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
         keys = jax.random.split(shuffle_key, len(buckets) + 1) if len(buckets) > 1 else [shuffle_key]
-        plan = [(b, batches, i) for b, d in enumerate(buckets) if len(d["y"]) >= batch_size
-                for batches in [epoch_batches(keys[b], len(d["y"]), batch_size)]
-                for i in range(batches.shape[0])]
+        batches = {b: np.asarray(epoch_batches(keys[b], len(d["y"]), batch_size))
+                   for b, d in enumerate(buckets) if len(d["y"]) >= batch_size}
+        plan = [(b, i) for b, rows in batches.items() for i in range(len(rows))]
         if not plan:
             raise ConfigError(f"batch size {batch_size} exceeds every bucket of training data")
         if len(buckets) > 1:
@@ -185,16 +185,12 @@ class Trainer:
         steps = len(plan)
         # Each bucket's batches in the order the plan takes them, so that consecutive plan
         # entries of one bucket are consecutive rows; runs of them become blocks of steps.
-        rows: dict[int, list[int]] = {}
+        taken: dict[int, list[int]] = {b: [] for b in batches}
         positions = []
-        for b, _, i in plan:
-            positions.append(len(rows.setdefault(b, [])))
-            rows[b].append(i)
-        first = {b: batches for b, batches, _ in reversed(plan)}
-        replicated = parallel.replicated(self.mesh)
-        ordered = {b: jax.device_put(first[b] if r == list(range(len(r)))
-                                     else jnp.take(first[b], jnp.asarray(r), axis=0), replicated)
-                   for b, r in rows.items()}
+        for b, i in plan:
+            positions.append(len(taken[b]))
+            taken[b].append(i)
+        ordered = {b: parallel.replicate(batches[b][taken[b]], self.mesh) for b in batches}
         calls, start = [], 0
         while start < steps:
             b, count = plan[start][0], 1
@@ -202,15 +198,14 @@ class Trainer:
                 count += 1
             calls.append((b, positions[start], count))
             start += count
-        pending, total, done = [], 0.0, 0
+        pending, waiting, total, done = [], 0, 0.0, 0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
             for n, (b, position, count) in enumerate(calls):
                 state, losses = self._call("train", self.train_steps, state, buckets[b],
                                            ordered[b], np.int32(position), np.int32(count))
                 pending.append((losses, count))
-                done += count
-                waiting = sum(c for _, c in pending)
+                done, waiting = done + count, waiting + count
                 if waiting >= self.log_every or n == len(calls) - 1:
                     host = np.concatenate([np.asarray(l)[:c] for l, c in pending])
                     for hook in hooks:
@@ -218,7 +213,7 @@ class Trainer:
                     total += float(host.sum())
                     bar.update(len(host))
                     bar.set_postfix(loss=f"{host.mean():.3f}")
-                    pending = []
+                    pending, waiting = [], 0
         return state, total / steps
 
     def evaluate(self, state: TrainState, data: Data, batch_size: int = 500) -> EvalResult:
