@@ -3,6 +3,7 @@
     python -m experiments.vit_fashion_mnist --preset best --data-dir ~/.cache/jaxhw-data
     python -m experiments.vit_fashion_mnist --preset fast      # minutes on a CPU
     python -m experiments.vit_fashion_mnist --preset student   # the handout's recipe
+    python -m experiments.vit_fashion_mnist --preset gpu --seeds 3   # on a GPU
 
 Prints the original lines (``Epoch i/N loss: x.xx``, ``Test loss: x.xx``,
 ``Test accuracy: xx.xx%``), checkpoints every epoch (``--resume``), and writes results and
@@ -94,6 +95,12 @@ PRESETS = {
     "student": dict(patch_size=4, embed_dim=32, depth=8, num_heads=4, mlp_ratio=4.0, epochs=5,
                     optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
                     crop_pad=0, flip=False, tta=False),
+    # One GPU (bfloat16): 4x4 patches (49 tokens), a deeper model and a budget the CPU never
+    # allowed, with the regularisers that long runs need (crops, erasing, stochastic
+    # depth). Aim: >= 93.0 % within 60 s of training on one H200 (not yet measured).
+    "gpu": dict(patch_size=4, embed_dim=128, depth=6, num_heads=8, mlp_ratio=2.0, epochs=25,
+                batch_size=512, lr=2e-3, weight_decay=0.1, warmup_epochs=2.0, crop_pad=2,
+                erase=0.25, drop_path=0.1),
     "original": dict(patch_size=4, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                      epochs=5, optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
                      crop_pad=0, flip=False, tta=False),
@@ -153,7 +160,7 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
     results, state, out_dir = train_image_classifier(
         name, cfg, dataset="fashion_mnist", model=model,
         make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
-        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta_flip=cfg.tta,
+        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta=int(cfg.tta),
         preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               erase=cfg.erase),
         hooks=[EpochLossPrinter(cfg.epochs)], printouts=printouts)

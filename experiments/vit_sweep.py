@@ -6,8 +6,10 @@ Trains a small base ViT and one variant per hyperparameter (patch size, embed di
 heads, MLP ratio), everything else fixed, with the same recipe and epoch budget. Writes
 ``table.md``, ``results.json`` and ``sweep.png`` (accuracy vs parameters and vs training
 time, and the learning curves) to ``--out``; each setting's checkpoints and plots go to
-``--checkpoint-root``/<setting>. With ``--resume``, settings already finished in
-``--out`` are kept and skipped.
+``--checkpoint-dir``/<setting>. With ``--resume``, settings already finished in
+``--out`` are kept and skipped. The committed study is ``results/vit_sweep``; to refresh it,
+pass ``--out results/vit_sweep`` (the default writes under ``checkpoints/``, so a quick try
+never overwrites it).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ SETTINGS = {  # name -> what differs from BASE
 @dataclasses.dataclass
 class Config(EngineConfig):
     data_dir: str | None = flag(None, "local dataset directory (else $JAXHW_DATA_DIR, else TFDS)")
-    out: str = flag("results/vit_sweep", "folder for table.md, results.json and sweep.png")
-    checkpoint_root: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
-                                                         "go to <checkpoint-root>/<setting>")
+    out: str = flag("checkpoints/vit_sweep_results", "folder for table.md, results.json and "
+                                                     "sweep.png (the committed study is in "
+                                                     "results/vit_sweep)")
+    checkpoint_dir: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
+                                                        "go to <checkpoint-dir>/<setting>")
     only: str = flag("", f"comma-separated subset of the settings {list(SETTINGS)} (all if empty)")
     epochs: int = flag(3, "epochs per setting (the same for all)")
     lr: float = flag(3e-3, "peak AdamW learning rate (the same for all)")
@@ -88,7 +92,7 @@ def main(argv=None) -> None:
             **{**BASE, **SETTINGS[name]}, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
             batch_size=cfg.batch_size, warmup_epochs=0.5, tta=False,  # as in the committed run
             weight_decay=0.05,
-            data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_root}/{name}", overwrite=True,
+            data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_dir}/{name}", overwrite=True,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(EngineConfig)})
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")

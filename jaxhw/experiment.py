@@ -19,11 +19,13 @@ import numpy as np
 import optax
 
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import crop_and_flip, get_spec, load_split, normalize, random_erase
+from jaxhw.data import crop_and_flip, get_spec, load_split, normalize, random_crop, random_erase
+from jaxhw.data.pipeline import alternate_flip, preflip
 from jaxhw.train import (CheckpointError, Checkpoints, EvalResult, Hook, Trainer, TrainState,
                          classification_loss, count_params, open_run, per_class_table,
                          write_json)
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
+from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loop import Data
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
@@ -98,27 +100,45 @@ class RunConfig(EngineConfig):
     seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)")
     train_limit: int = flag(0, "train on a random subset of this many examples (0 = all)")
     test_limit: int = flag(0, "test on a random subset of this many examples (0 = all)")
+    seeds: int = flag(1, "train this many seeds (--seed, --seed + 1, ...) back to back in one "
+                         "process, compiling once; each seed checkpoints to "
+                         "<checkpoint-dir>/seed_<s>, and results.json lists every seed's "
+                         "accuracy and times with their mean and standard deviation")
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-    """Device-side ``(key, uint8 images, train) -> float images``: scale to [0, 1],
-    normalise per channel, and when training apply crop (``pad`` pixels), flip and random
-    erasing (probability ``erase``)."""
+    """Device-side ``(key, uint8 images, train, step) -> float images``: scale to [0, 1],
+    normalise per channel, and when training apply random erasing (probability ``erase``),
+    a random crop (``pad`` pixels of ``pad_mode`` padding) and flips: random ones
+    (``flip``), or airbench's alternating ones (``alternate_flip``: the training images
+    are mirrored for a random half once, by :func:`train_image_classifier`, then all of
+    them in every odd epoch; ``steps_per_epoch`` says where epochs end and is filled in by
+    :func:`train_image_classifier`)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     pad: int = 0
     flip: bool = False
     erase: float = 0.0
+    pad_mode: str = "constant"  # or "reflect"
+    alternate_flip: bool = False
+    steps_per_epoch: int = 0
 
-    def __call__(self, key: jax.Array, images: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, key: jax.Array, images: jax.Array, train: bool, step=None) -> jax.Array:
         x = normalize(images, self.mean, self.std)
-        if train and self.erase > 0:  # split only here, so runs without erasing keep their keys
+        if not train:
+            return x
+        if self.erase > 0:  # split only here, so runs without erasing keep their keys
             key, erase_key = jax.random.split(key)
             x = random_erase(erase_key, x, self.erase)
-        if train and (self.pad or self.flip):
-            x = crop_and_flip(key, x, self.pad, self.flip)
+        if self.alternate_flip:
+            if step is None or self.steps_per_epoch < 1:
+                raise ValueError("alternating flips need the step and steps_per_epoch")
+            x = alternate_flip(random_crop(key, x, self.pad, self.pad_mode), step,
+                               self.steps_per_epoch)
+        elif self.pad or self.flip:
+            x = crop_and_flip(key, x, self.pad, self.flip, self.pad_mode)
         return x
 
 
@@ -146,8 +166,8 @@ def train_classifier(
         name: str, cfg: RunConfig, ckpt: Checkpoints, trainer: Trainer, state: TrainState, *,
         train: Data, test: Data, final: Data | None = None, class_names: Sequence[str],
         epochs: int, batch_size: int, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        printouts: Callable[[str, Any], None] | None = None, extra: dict | None = None
-        ) -> tuple[dict, TrainState, EvalResult]:
+        printouts: Callable[[str, Any], None] | None = None, extra: dict | None = None,
+        seed: int | None = None) -> tuple[dict, TrainState, EvalResult]:
     """Resume (or, with ``--evaluate``, restore the best checkpoint), fit with per-epoch
     evaluation on ``test``, evaluate on ``final`` (default ``test``), and write
     ``results.json``, ``per_class_accuracy.md``, ``confusion_matrix.png`` and
@@ -155,8 +175,10 @@ def train_classifier(
 
     ``printouts(event, value)`` is told ``"finished"``, ``"saved"`` (the checkpoint folder)
     and ``"test"`` (the final :class:`EvalResult`) so an experiment can print the original
-    notebook's lines. Returns the results dict, the final state and the final evaluation.
+    notebook's lines. ``seed`` (default ``--seed``) draws the shuffles. Returns the results
+    dict, the final state and the final evaluation.
     """
+    seed = cfg.seed if seed is None else seed
     history: list[dict] = []
     if cfg.evaluate:
         state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
@@ -167,7 +189,7 @@ def train_classifier(
     t0 = time.perf_counter()
     if not cfg.evaluate:
         state, history = trainer.fit(
-            state, train, test, epochs=epochs, batch_size=batch_size, seed=cfg.seed,
+            state, train, test, epochs=epochs, batch_size=batch_size, seed=seed,
             checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
             meta={"config": dataclasses.asdict(cfg)})
         if printouts:
@@ -191,7 +213,7 @@ def train_classifier(
         "test_examples": len(result.labels), "epochs": len(history),
         "train_time_s": timing["train_s"], **timing, "dtype": compute_dtype(cfg.dtype).name,
         "steps_per_call": trainer.block, "wall_time_this_run_s": wall,
-        "parameters": count_params(state.params),
+        "parameters": count_params(state.params), "seed": seed,
         **(extra or {}), "config": dataclasses.asdict(cfg), "history": history,
     }
     if primary:
@@ -206,21 +228,86 @@ def train_classifier(
     return results, state, result
 
 
+def seed_checkpoints(name: str, cfg: RunConfig) -> list[tuple[int, Checkpoints]]:
+    """The checkpoint folder of every seed of ``--seeds``, opened (so checked against the
+    ``--resume`` / ``--overwrite`` rules) before anything trains: the run's own folder for
+    one seed, ``<checkpoint dir>/seed_<s>`` for each of several."""
+    if cfg.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
+    if cfg.seeds == 1:
+        return [(cfg.seed, open_checkpoints(name, cfg))]
+    root = Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
+    seeds = [cfg.seed + k for k in range(cfg.seeds)]
+    return [(s, open_checkpoints(name, dataclasses.replace(cfg, checkpoint_dir=str(root / f"seed_{s}"))))
+            for s in seeds]
+
+
+def run_seeds(name: str, cfg: RunConfig, checkpoints: list[tuple[int, Checkpoints]],
+              run_one: Callable[[int, Checkpoints], tuple[dict, TrainState]]
+              ) -> tuple[dict, TrainState, Path]:
+    """Train every seed of :func:`seed_checkpoints` back to back: ``run_one(seed,
+    checkpoints)`` trains one and returns its results dict (with ``compile_s`` so far) and
+    final state.
+
+    With several seeds, the parent folder's ``results.json`` holds ``seeds`` (a list of
+    ``{seed, accuracy, train_s, compile_s}``, ``compile_s`` being what that seed compiled:
+    the later seeds reuse the first one's programs), ``mean_accuracy``, ``std_accuracy``,
+    ``mean_train_s``, ``device`` and ``dtype``. Returns the last seed's results and state,
+    and the folder of the results."""
+    if len(checkpoints) == 1:
+        seed, ckpt = checkpoints[0]
+        results, state = run_one(seed, ckpt)
+        return results, state, ckpt.directory
+    root = checkpoints[0][1].directory.parent
+    rows, compiled = [], 0.0
+    for seed, ckpt in checkpoints:
+        print(f"--- seed {seed} ({len(rows) + 1} of {len(checkpoints)}) ---")
+        results, state = run_one(seed, ckpt)
+        rows.append({"seed": seed, "accuracy": results["test_accuracy"],
+                     "train_s": results["train_s"], "compile_s": results["compile_s"] - compiled})
+        compiled = results["compile_s"]
+    accuracies = np.array([r["accuracy"] for r in rows])
+    summary = {
+        "experiment": name, "seeds": rows, "mean_accuracy": float(accuracies.mean()),
+        "std_accuracy": float(accuracies.std(ddof=1)),
+        "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
+        "device": results["device"], "dtype": results["dtype"],
+        "config": dataclasses.asdict(cfg)}
+    if jax.process_index() == 0:
+        write_json(root / "results.json", summary)
+    print(f"{'seed':>6} {'accuracy':>9} {'train s':>8} {'compile s':>10}")
+    for r in rows:
+        print(f"{r['seed']:>6} {100 * r['accuracy']:>8.2f}% {r['train_s']:>8.2f} "
+              f"{r['compile_s']:>10.2f}")
+    print(f"mean test accuracy {100 * summary['mean_accuracy']:.2f}% (std "
+          f"{100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
+          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}; "
+          f"results: {root / 'results.json'}")
+    return results, state, root
+
+
 def train_image_classifier(
         name: str, cfg: RunConfig, *, dataset: str, model: nn.Module,
         make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
-        preprocess: Preprocess, label_smoothing: float = 0.0, tta_flip: bool = False,
+        preprocess: Preprocess, label_smoothing: float = 0.0, tta: int = 0,
         hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
         printouts: Callable[[str, Any], None] | None = None,
-        compiler_options: dict[str, str] | None = None) -> tuple[dict, TrainState, Path]:
+        compiler_options: dict[str, str] | None = None,
+        make_lookahead: Callable[[int], Lookahead] | None = None,
+        prepare_state: Callable[[TrainState, np.ndarray], TrainState] | None = None
+        ) -> tuple[dict, TrainState, Path]:
     """Load ``dataset`` (``--train-limit`` / ``--test-limit`` subsets), put it on the device,
-    and :func:`train_classifier` ``model`` on it. ``make_tx(steps_per_epoch)`` builds the
-    optimizer (schedules need the step count); ``compiler_options`` go to the compiled
-    steps (see :class:`Trainer`). Returns the results dict, the final train
-    state and the folder the results were written to."""
+    and :func:`train_classifier` ``model`` on it, once per seed (:func:`run_seeds`).
+
+    ``make_tx(steps_per_epoch)`` builds the optimizer and ``make_lookahead(steps_per_epoch)``
+    the weight averaging (schedules need the step count); ``prepare_state(state, train
+    images)`` may set parameters from the data after initialisation (the whitening stem);
+    ``tta`` is the test-time augmentation level (see :class:`Trainer`);
+    ``compiler_options`` go to the compiled steps. Returns the (last seed's) results dict,
+    final train state and the folder the results were written to."""
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
-    ckpt = open_checkpoints(name, cfg)
+    checkpoints = seed_checkpoints(name, cfg)
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
     train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
@@ -229,17 +316,28 @@ def train_image_classifier(
         raise ConfigError(f"batch size {batch_size} exceeds the {len(train_y)} training images")
 
     steps_per_epoch = len(train_y) // batch_size
+    images = train_x  # what prepare_state sees: the images as loaded
+    if preprocess.alternate_flip:
+        preprocess = dataclasses.replace(preprocess, steps_per_epoch=steps_per_epoch)
+        train_x = preflip(cfg.seed, train_x)
     trainer = Trainer(model, make_tx(steps_per_epoch),
                       loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
-                      tta_flip=tta_flip, compiler_options=engine_options(cfg, compiler_options),
-                      steps_per_call=cfg.steps_per_call)
-    state = trainer.init_state(jax.random.key(cfg.seed), train_x[:1])
-    print(f"{name}: {count_params(state.params):,} parameters, {len(train_y):,} train / "
-          f"{len(test_y):,} test images, {steps_per_epoch} steps per epoch, "
-          f"{jax.device_count()} x {jax.devices()[0].platform}")
-    test_data = trainer.put(test_x, test_y)
-    results, state, _ = train_classifier(
-        name, cfg, ckpt, trainer, state, train=trainer.put(train_x, train_y), test=test_data,
-        class_names=get_spec(dataset).class_names, epochs=epochs, batch_size=batch_size,
-        hooks=hooks, eval_batch_size=eval_batch_size, printouts=printouts)
-    return results, state, ckpt.directory
+                      tta=tta, compiler_options=engine_options(cfg, compiler_options),
+                      steps_per_call=cfg.steps_per_call,
+                      lookahead=make_lookahead(steps_per_epoch) if make_lookahead else None)
+    print(f"{name}: {len(train_y):,} train / {len(test_y):,} test images, {steps_per_epoch} "
+          f"steps per epoch, {jax.device_count()} x {jax.devices()[0].platform}")
+    train_data, test_data = trainer.put(train_x, train_y), trainer.put(test_x, test_y)
+
+    def run_one(seed: int, ckpt: Checkpoints) -> tuple[dict, TrainState]:
+        state = trainer.init_state(jax.random.key(seed), train_x[:1])
+        if prepare_state is not None:
+            state = prepare_state(state, images)
+        print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
+        results, state, _ = train_classifier(
+            name, cfg, ckpt, trainer, state, train=train_data, test=test_data,
+            class_names=get_spec(dataset).class_names, epochs=epochs, batch_size=batch_size,
+            hooks=hooks, eval_batch_size=eval_batch_size, printouts=printouts, seed=seed)
+        return results, state
+
+    return run_seeds(name, cfg, checkpoints, run_one)

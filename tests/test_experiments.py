@@ -39,8 +39,8 @@ def test_offline_without_data_fails_fast(name, tmp_path, monkeypatch, capsys):
     module = importlib.import_module(f"experiments.{name}")
     start = time.perf_counter()
     with pytest.raises(SystemExit) as exit_:
-        args = (["--checkpoint-root", str(tmp_path / "ckpt"), "--out", str(tmp_path / "out")]
-                if name == "vit_sweep" else ["--checkpoint-dir", str(tmp_path / "ckpt")])
+        args = ["--checkpoint-dir", str(tmp_path / "ckpt")]
+        args += ["--out", str(tmp_path / "out")] if name == "vit_sweep" else []
         cli.run(lambda: module.main(args))
     assert time.perf_counter() - start < 10
     assert exit_.value.code == 2

@@ -11,13 +11,19 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "experiments" / "notebooks"
 
 
-def run_notebook(name: str, parameters: str, tmp_path: Path) -> nbformat.NotebookNode:
+def run_notebook(name: str, parameters: str, tmp_path: Path, cwd: Path = ROOT,
+                 upto: str | None = None) -> nbformat.NotebookNode:
+    """Execute notebook ``name`` with its parameters cell replaced, in folder ``cwd``
+    (``upto``: stop after the cell with that tag)."""
     nb = nbformat.read(NOTEBOOKS / name, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, "a notebook has exactly one cell tagged 'parameters'"
     cells[0].source = parameters
+    if upto:
+        last = next(i for i, c in enumerate(nb.cells) if upto in c.metadata.get("tags", []))
+        nb.cells = nb.cells[:last + 1]
     NotebookClient(nb, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(ROOT)}}).execute()
+                   resources={"metadata": {"path": str(cwd)}}).execute()
     return nb
 
 
@@ -91,3 +97,50 @@ BERT_ARGS = ["--model", {str(tiny_model_dir)!r}, "--max-len", "16", "--batch-siz
     text = outputs(run_notebook("bert_imdb.ipynb", params, tmp_path))
     assert "Test Accuracy: 0." in text and "precision" in text
     assert (tmp_path / "ckpt" / "bert_imdb" / "confusion_matrix.png").is_file()
+
+
+def test_every_notebook_has_the_one_setup_cell():
+    setup = (NOTEBOOKS / "setup_cell.py").read_text().rstrip("\n")
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        cells = [c for c in nb.cells if "setup" in c.metadata.get("tags", [])]
+        assert len(cells) == 1 and cells[0].source == setup, path.name
+        params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])][0].source
+        assert "REPO_URL = None" in params and "github.com/jaxhw" not in params, path.name
+        assert "Expected on a Colab" in nb.cells[0].source, path.name
+
+
+def _has_git_history() -> bool:
+    return (ROOT / ".git").exists()
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(not _has_git_history(), reason="needs the repository's git history")
+def test_colab_style_setup_clones_imports_runs_and_survives_a_restart(tiny_data, tmp_path):
+    """As on Colab: the notebook runs outside any clone, REPO_URL names a repository (here a
+    local path), the setup cell clones it and imports jaxhw from the clone; a second run in
+    a fresh kernel (a restart) finds the clone again instead of cloning twice."""
+    colab = tmp_path / "content"
+    colab.mkdir()
+    params = f"""
+REPO_URL = {str(ROOT)!r}
+DATA_DIR = {str(tiny_data)!r}
+CHECKPOINTS = {str(tmp_path / "ckpt")!r}
+SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
+BETTERNET_ARGS = ["--epochs", "1", "--batch-size", "16", "--stem", "8", "--widths", "16,16,16"]
+"""
+    text = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, cwd=colab))
+    clone = colab / "jaxhw"
+    assert (clone / "jaxhw" / "__init__.py").is_file()
+    assert f"jaxhw from {clone / 'jaxhw'}" in text
+    assert "Accuracy of the network on the 40 test images" in text
+    assert "installing:" not in text  # this environment already has every dependency
+    again = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, cwd=colab, upto="setup"))
+    assert f"jaxhw from {clone / 'jaxhw'}" in again
+
+
+@pytest.mark.notebook
+def test_setup_outside_a_clone_without_repo_url_says_what_to_do(tmp_path):
+    from nbclient.exceptions import CellExecutionError
+    with pytest.raises(CellExecutionError, match="Set REPO_URL in the parameters cell"):
+        run_notebook("bert_imdb.ipynb", "REPO_URL = None", tmp_path, cwd=tmp_path, upto="setup")

@@ -44,12 +44,14 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
-def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
-    """Zero-pad ``[B, H, W, C]`` by ``pad`` pixels and cut a random H x W window per image."""
+def random_crop(key: jax.Array, images: jax.Array, pad: int, mode: str = "constant"
+                ) -> jax.Array:
+    """Pad ``[B, H, W, C]`` by ``pad`` pixels (``mode``: ``constant`` zeros, or ``reflect``
+    as airbench does) and cut a random H x W window per image."""
     if pad == 0:
         return images
     b, h, w, c = images.shape
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
     offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
 
     def crop(img, off):
@@ -58,11 +60,49 @@ def random_crop(key: jax.Array, images: jax.Array, pad: int) -> jax.Array:
     return jax.vmap(crop)(padded, offsets)
 
 
-def crop_and_flip(key: jax.Array, images: jax.Array, pad: int = 4, flip: bool = True) -> jax.Array:
+def crop_and_flip(key: jax.Array, images: jax.Array, pad: int = 4, flip: bool = True,
+                  mode: str = "constant") -> jax.Array:
     """The standard CIFAR augmentation: random crop with ``pad`` and a horizontal flip."""
     crop_key, flip_key = jax.random.split(key)
-    images = random_crop(crop_key, images, pad)
+    images = random_crop(crop_key, images, pad, mode)
     return random_flip(flip_key, images) if flip else images
+
+
+def preflip(seed: int, images: np.ndarray) -> np.ndarray:
+    """A copy of uint8 ``[N, H, W, C]`` with a random half of the images mirrored (chosen by
+    ``seed``): the fixed starting point of alternating flips (see :func:`alternate_flip`)."""
+    flip = np.random.default_rng(seed).random(len(images)) < 0.5
+    out = np.array(images, copy=True)
+    out[flip] = out[flip, :, ::-1]
+    return out
+
+
+def alternate_flip(images: jax.Array, step: jax.Array, steps_per_epoch: int) -> jax.Array:
+    """airbench's alternating flips: on top of a fixed random half mirrored once
+    (:func:`preflip`), every image is mirrored in the odd epochs (0-based) and not in the
+    even ones, so each image is seen both ways in every pair of epochs instead of by chance.
+    ``step`` is the 0-based optimizer step of the batch ``[B, H, W, C]``."""
+    odd = (step // steps_per_epoch) % 2 == 1
+    return jnp.where(odd, images[:, :, ::-1, :], images)
+
+
+def tta_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
+    """Test-time views of ``[B, H, W, C]`` and the weight of each view's logits.
+
+    * level 1: the image and its mirror, 1/2 each;
+    * level 2 (airbench's): those two at 1/4 each, plus, at 1/8 each, the image shifted
+      by one pixel down-right and up-left (reflect padding) and the mirrors of both.
+    """
+    if level not in (1, 2):
+        raise ValueError(f"test-time augmentation level must be 1 or 2, got {level}")
+    mirror = lambda v: v[:, :, ::-1, :]  # noqa: E731
+    if level == 1:
+        return [(0.5, images), (0.5, mirror(images))]
+    _, h, w, _ = images.shape
+    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]  # content moved +1 / -1 px
+    return ([(0.25, images), (0.25, mirror(images))]
+            + [(0.125, view) for s in shifted for view in (s, mirror(s))])
 
 
 def random_erase(key: jax.Array, images: jax.Array, prob: float,

@@ -26,6 +26,11 @@ convolution and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
 ``lax``'s convolution and ``flax``'s pooling elsewhere; ``True`` / ``False`` force one. It
 changes speed only: values and gradients agree to float rounding.
 
+The CNN blocks also take ``bn`` (:class:`BatchNormSettings`: momentum, epsilon, a
+learnable scale or not) and ``act`` (the activation, ReLU by default as in the spec), so
+the GPU speed-run recipe can use airbench's batch-norm settings and GELU with the same
+blocks; the defaults are the spec's and PyTorch's.
+
 Every module also takes ``dtype``, the dtype its convolutions, dense layers and batch norms
 compute in (``jnp.bfloat16`` for mixed precision on a GPU). Parameters and batch-norm
 statistics stay float32 whatever ``dtype`` is (flax's ``param_dtype``, and its batch norm
@@ -34,19 +39,29 @@ computes mean and variance in float32 at least).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import dataclasses
+from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+import numpy as np
 
 from jaxhw.models.fast_conv import conv_impl
 from jaxhw.models.fast_pool import pool_impl
 
-# PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here), as in the original.
-_BN = dict(momentum=0.9, epsilon=1e-5)
-
-
 Dtype = Any  # a jnp dtype: the computation dtype of a module (parameters stay float32)
+Activation = Callable[[jnp.ndarray], jnp.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchNormSettings:
+    """How every batch norm of a CNN behaves. The defaults are PyTorch's ``BatchNorm2d``
+    (its momentum 0.1 is flax's 0.9: flax's momentum is the weight of the running average),
+    as in the original notebooks."""
+
+    momentum: float = 0.9
+    epsilon: float = 1e-5
+    use_scale: bool = True  # False: the scale stays 1 (airbench trains only the bias)
 
 
 def make_conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
@@ -55,8 +70,10 @@ def make_conv(fast: bool | None, features: int, kernel: tuple[int, int], strides
     return nn.Conv(features, kernel, strides, conv_general_dilated=conv_impl(fast), **kwargs)
 
 
-def batch_norm(train: bool, dtype: Dtype) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, dtype=dtype, **_BN)
+def batch_norm(train: bool, dtype: Dtype, bn: BatchNormSettings = BatchNormSettings()
+               ) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=not train, dtype=dtype, momentum=bn.momentum,
+                        epsilon=bn.epsilon, use_scale=bn.use_scale)
 
 
 class SimpleCNN(nn.Module):
@@ -91,12 +108,14 @@ class ConvBN(nn.Module):
     kernel: int
     fast_conv: bool | None = None
     dtype: Dtype = jnp.float32
+    bn: BatchNormSettings = BatchNormSettings()
+    act: Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         x = make_conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME",
                       dtype=self.dtype)(x)
-        return nn.relu(batch_norm(train, self.dtype)(x))
+        return self.act(batch_norm(train, self.dtype, self.bn)(x))
 
 
 class Inception(nn.Module):
@@ -116,6 +135,8 @@ class Inception(nn.Module):
     pool_planes: int
     fast_conv: bool | None = None
     dtype: Dtype = jnp.float32
+    bn: BatchNormSettings = BatchNormSettings()
+    act: Activation = nn.relu
 
     @property
     def out_planes(self) -> int:
@@ -126,12 +147,15 @@ class Inception(nn.Module):
         if x.shape[-1] != self.in_planes:
             raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
                              f"got input of shape {x.shape}")
-        f, d = self.fast_conv, self.dtype
-        y1 = ConvBN(self.n1x1, 1, f, d)(x, train)
-        y2 = ConvBN(self.n3x3, 3, f, d)(ConvBN(self.n3x3_blue, 1, f, d)(x, train), train)
-        y3 = ConvBN(self.n5x5, 5, f, d)(ConvBN(self.n5x5_blue, 1, f, d)(x, train), train)
+        f, d, bn, act = self.fast_conv, self.dtype, self.bn, self.act
+        y1 = ConvBN(self.n1x1, 1, f, d, bn, act)(x, train)
+        # (outer module first: flax names modules in the order they are built)
+        y2 = ConvBN(self.n3x3, 3, f, d, bn, act)(ConvBN(self.n3x3_blue, 1, f, d, bn, act)(x, train),
+                                                 train)
+        y3 = ConvBN(self.n5x5, 5, f, d, bn, act)(ConvBN(self.n5x5_blue, 1, f, d, bn, act)(x, train),
+                                                 train)
         pooled = pool_impl(f)(x, (3, 3), strides=(1, 1), padding="SAME")
-        y4 = ConvBN(self.pool_planes, 1, f, d)(pooled, train)
+        y4 = ConvBN(self.pool_planes, 1, f, d, bn, act)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
 
@@ -148,6 +172,8 @@ class ResidualBlock(nn.Module):
     stride: int = 1
     fast_conv: bool | None = None
     dtype: Dtype = jnp.float32
+    bn: BatchNormSettings = BatchNormSettings()
+    act: Activation = nn.relu
 
     @property
     def has_projection(self) -> bool:
@@ -159,17 +185,17 @@ class ResidualBlock(nn.Module):
             raise ValueError(f"ResidualBlock expects {self.in_channels} input channels (NHWC), "
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
-        bn = lambda: batch_norm(train, self.dtype)  # noqa: E731
+        bn = lambda: batch_norm(train, self.dtype, self.bn)  # noqa: E731
         conv = lambda *a, **k: make_conv(self.fast_conv, *a, use_bias=False,  # noqa: E731
                                          dtype=self.dtype, **k)
         y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
-        y = nn.relu(bn()(y))
+        y = self.act(bn()(y))
         y = conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)))(y)
         y = bn()(y)
         shortcut = x
         if self.has_projection:
             shortcut = bn()(conv(self.out_channels, (1, 1), s, padding="VALID")(x))
-        return nn.relu(y + shortcut)
+        return self.act(y + shortcut)
 
 
 class InceptionCNN(nn.Module):
@@ -193,9 +219,22 @@ class InceptionCNN(nn.Module):
 class BetterNet(nn.Module):
     """Problem 3 (see the module docstring for the design).
 
-    stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool -> Inception to ``widths[0]``
-    -> stages of ``blocks[s]`` ResidualBlocks at width ``widths[s]`` (the first block of
-    every stage after the first halves the resolution) -> global average pool -> dense.
+    Default (the cpu preset): stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool ->
+    Inception to ``widths[0]`` -> stages of ``blocks[s]`` ResidualBlocks at width
+    ``widths[s]`` (the first block of every stage after the first halves the resolution
+    with stride 2) -> global average pool -> dense.
+
+    The speed-run options (the gpu preset, after airbench):
+
+    * ``whiten``: the stem is a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters
+      and a bias, its kernel set from the training data by :func:`whitening_kernel` and
+      kept frozen by the optimizer (32x32 -> 31x31, no pool after it), then ``act``;
+    * ``downsample="pool"``: every stage (the Inception module and stage 0's blocks, then
+      each later stage's blocks) computes at its resolution with stride 1 and ends in a
+      2x2 max pool (31 -> 15 -> 7 -> 3 with ``whiten``), instead of stride-2 blocks;
+    * ``head_pool="max"``, ``head_scale``, ``head_bias``: global max pooling, and the
+      logits multiplied by a constant (airbench: 1/9) from a dense layer without bias.
+
     ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
     """
 
@@ -205,23 +244,78 @@ class BetterNet(nn.Module):
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
     fast_conv: bool | None = None
     dtype: Dtype = jnp.float32
+    bn: BatchNormSettings = BatchNormSettings()
+    act: Activation = nn.relu
+    whiten: bool = False
+    downsample: str = "stride"   # "stride" | "pool"
+    head_pool: str = "avg"       # "avg" | "max"
+    head_scale: float = 1.0
+    head_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
-        f, d = self.fast_conv, self.dtype
-        x = ConvBN(self.stem, 3, f, d)(x, train)                       # [B, 32, 32, stem]
-        x = pool_impl(f)(x, (2, 2), strides=(2, 2))                 # [B, 16, 16, stem]
+        if self.downsample not in ("stride", "pool") or self.head_pool not in ("avg", "max"):
+            raise ValueError(f"downsample must be 'stride' or 'pool' and head_pool 'avg' or "
+                             f"'max', got {self.downsample!r} and {self.head_pool!r}")
+        f, d, bn, act = self.fast_conv, self.dtype, self.bn, self.act
+        pool = lambda v: pool_impl(f)(v, (2, 2), strides=(2, 2))  # noqa: E731
+        if self.whiten:
+            c = WHITEN_WIDTH
+            x = act(make_conv(f, c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
+                              dtype=d, name="whiten")(x))                # [B, 31, 31, 24]
+        else:
+            c = self.stem
+            x = ConvBN(self.stem, 3, f, d, bn, act)(x, train)          # [B, 32, 32, stem]
+            x = pool(x)                                                 # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
-        x = Inception(self.stem, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
-                      f, d)(x, train)
+        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
+                      f, d, bn, act)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(c, width, stride, f, d)(x, train)
+                by_stride = self.downsample == "stride" and stage > 0 and block == 0
+                x = ResidualBlock(c, width, 2 if by_stride else 1, f, d, bn, act)(x, train)
                 c = width
-        x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))            # [B, widths[-1]]
-        return nn.Dense(self.num_classes, dtype=self.dtype)(x)
+            if self.downsample == "pool":
+                x = pool(x)
+        reduce = jnp.mean if self.head_pool == "avg" else jnp.max
+        x = reduce(x.astype(jnp.float32), axis=(1, 2))                 # [B, widths[-1]]
+        logits = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=d)(x)
+        return logits * self.head_scale if self.head_scale != 1.0 else logits
+
+
+# The whitening stem: 2x2 patches of 3 channels, each of the 12 whitening directions used
+# with both signs so that a ReLU or GELU after it loses nothing.
+WHITEN_PATCH = 2
+WHITEN_WIDTH = 2 * 3 * WHITEN_PATCH ** 2
+
+
+def image_patches(images: np.ndarray, patch: int) -> np.ndarray:
+    """Every ``patch x patch`` window (stride 1) of ``[N, H, W, C]`` images, flattened in
+    HWC order: ``[N * (H - patch + 1) * (W - patch + 1), patch * patch * C]``."""
+    n, h, w, c = images.shape
+    rows = [images[:, i:h - patch + 1 + i, j:w - patch + 1 + j, :]
+            for i in range(patch) for j in range(patch)]              # each [N, Ho, Wo, C]
+    return np.stack(rows, axis=3).reshape(-1, patch * patch * c)
+
+
+def whitening_kernel(images: np.ndarray, patch: int = WHITEN_PATCH, eps: float = 5e-4
+                     ) -> np.ndarray:
+    """The frozen first convolution of the speed-run BetterNet (airbench's patch whitening).
+
+    ``images``: normalised training images ``[N, H, W, C]`` (a few thousand are enough).
+    With ``C`` = the (uncentred) second-moment matrix of their ``patch x patch`` windows and
+    ``C = V diag(lam) V^T``, the filters are ``V / sqrt(lam + eps)`` and their negatives, so
+    the first half of the outputs has (close to) identity covariance over those patches.
+    Returns an HWIO kernel ``[patch, patch, C, 2 * patch * patch * C]`` (float32).
+    """
+    flat = image_patches(np.asarray(images, np.float64), patch)       # [P, p*p*C]
+    cov = flat.T @ flat / len(flat)
+    lam, vecs = np.linalg.eigh(cov)                                    # ascending
+    lam, vecs = lam[::-1], vecs[:, ::-1]                               # strongest first
+    filters = vecs / np.sqrt(lam + eps)                                # [p*p*C, p*p*C]
+    kernel = filters.reshape(patch, patch, images.shape[-1], -1)       # HWIO
+    return np.concatenate([kernel, -kernel], axis=-1).astype(np.float32)

@@ -21,6 +21,7 @@ from jaxhw.config import ConfigError
 from jaxhw.data.pipeline import epoch_batches, eval_batches
 from jaxhw.train import parallel
 from jaxhw.train.checkpoint import Checkpoints, write_json
+from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.state import TrainState, create_train_state
 from jaxhw.train.steps import (LossFn, Preprocess, classification_loss, identity_preprocess,
                                make_eval_step, make_train_steps)
@@ -60,7 +61,8 @@ class Trainer:
       tx: the optax optimizer (schedules included).
       loss_fn: training loss (e.g. cross-entropy with label smoothing).
       preprocess: device-side ``(key, x, train) -> inputs`` (normalise, augment if train).
-      tta_flip: average predictions over each image and its mirror at evaluation.
+      tta: test-time augmentation at evaluation: 0 none, 1 average the logits of each
+        image and its mirror, 2 also 1-pixel translations (``jaxhw.data.tta_views``).
       mesh: devices to shard batches over (default: all devices).
       eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
       pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
@@ -84,13 +86,14 @@ class Trainer:
     tx: optax.GradientTransformation
     loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     preprocess: Preprocess = identity_preprocess
-    tta_flip: bool = False
+    tta: int = 0
     mesh: Mesh | None = None
     eval_loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
     pad_label: int | None = None
     compiler_options: dict[str, str] | None = None
     steps_per_call: int = 0
+    lookahead: Lookahead | None = None  # weight averaging after each step (airbench's)
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
@@ -100,7 +103,7 @@ class Trainer:
         self.block = self.steps_per_call or None  # None: chosen at the first train_epoch
         self.train_steps = None
         self.eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
-                                        self.preprocess, self.tta_flip, self.compiler_options)
+                                        self.preprocess, self.tta, self.compiler_options)
         self._executables: dict[tuple, Any] = {}
         self.compiled: list[tuple[str, str, float]] = []
         self.traced: list[tuple[str, str, float]] = []
@@ -145,12 +148,38 @@ class Trainer:
         has_conv = "conv_general_dilated" in str(forward(state.variables(), *args))
         return 1 if has_conv else self.log_every
 
+    def _build_train_steps(self, state: TrainState, data: dict) -> None:
+        if self.train_steps is None:
+            self.block = self._choose_block(state, data)
+            self.train_steps = make_train_steps(self.model, self.tx, self.loss_fn, self.mesh,
+                                                self.preprocess, self.compiler_options,
+                                                self.block, self.lookahead)
+
+    def train_memory(self, state: TrainState, data: dict, batch_size: int) -> dict[str, int]:
+        """XLA's memory analysis of the compiled train block for batches of ``batch_size``
+        drawn from ``data`` (one bucket), in bytes: ``arguments`` (state, dataset, batch
+        indices), ``outputs``, ``aliased`` (outputs written into donated arguments),
+        ``temporaries``, and ``peak`` = arguments + outputs - aliased + temporaries, what
+        the device must hold while the block runs. Compiles without running anything."""
+        self._build_train_steps(state, data)
+        batches = np.zeros((self.block, batch_size), np.int32)
+        compiled = self.train_steps.lower(state, data, parallel.replicate(batches, self.mesh),
+                                          np.int32(0), np.int32(self.block)).compile()
+        m = compiled.memory_analysis()
+        stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
+                 "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
+        stats["peak"] = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temporaries"]
+        return stats
+
     # ------------------------------------------------------------------ setup
     def init_state(self, rng: jax.Array, example_x: Any) -> TrainState:
         """A fresh replicated state; ``example_x`` is one raw (unpreprocessed) batch."""
         x = self.preprocess(rng, example_x, False)
         args = x if isinstance(x, tuple) else (x,)
-        return parallel.replicate(create_train_state(self.model, self.tx, rng, *args), self.mesh)
+        state = create_train_state(self.model, self.tx, rng, *args)
+        if self.lookahead is not None:
+            state = self.lookahead.init(state)
+        return parallel.replicate(state, self.mesh)
 
     def put(self, x: Any, y: np.ndarray) -> dict:
         """Place a whole dataset on every device once."""
@@ -167,11 +196,7 @@ class Trainer:
         batches of all buckets are shuffled together. Each bucket shape compiles once."""
         parallel.check_batch_size(batch_size, self.mesh)
         buckets = _buckets(data)
-        if self.train_steps is None:
-            self.block = self._choose_block(state, buckets[0])
-            self.train_steps = make_train_steps(self.model, self.tx, self.loss_fn, self.mesh,
-                                                self.preprocess, self.compiler_options,
-                                                self.block)
+        self._build_train_steps(state, buckets[0])
         # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
         keys = jax.random.split(shuffle_key, len(buckets) + 1) if len(buckets) > 1 else [shuffle_key]
         batches = {b: np.asarray(epoch_batches(keys[b], len(d["y"]), batch_size))

@@ -24,6 +24,7 @@ class TrainState:
     batch_stats: Any         # {} for models without batch norm
     opt_state: Any
     rng: jax.Array           # base PRNG key of the run
+    slow: Any = None         # lookahead's slow weights {"params", "batch_stats"}; {} if unused
 
     def variables(self) -> dict:
         """The ``variables`` dict that ``model.apply`` expects."""
@@ -41,7 +42,7 @@ def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: 
     params = variables["params"]
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       batch_stats=variables.get("batch_stats", {}),
-                      opt_state=tx.init(params), rng=init_key)
+                      opt_state=tx.init(params), rng=init_key, slow={})
 
 
 def count_params(params: Any) -> int:

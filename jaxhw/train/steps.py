@@ -15,17 +15,21 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
+from jaxhw.data.pipeline import tta_views
+from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.parallel import batch_sharded, replicated
 from jaxhw.train.state import TrainState
 
-# preprocess(key, x, train) -> model inputs: normalisation and (when train) augmentation.
-Preprocess = Callable[[jax.Array, Any, bool], Any]
+# preprocess(key, x, train, step=None) -> model inputs: normalisation and (when train)
+# augmentation; training steps pass their step number (an epoch-dependent augmentation
+# such as alternating flips needs it), other callers do not.
+Preprocess = Callable[..., Any]
 # loss(logits, labels, mask) -> (sum of per-example losses, sum of weights).
 LossFn = Callable[[jax.Array, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
 
 
-def identity_preprocess(key: jax.Array, x: Any, train: bool) -> Any:
-    del key, train
+def identity_preprocess(key: jax.Array, x: Any, train: bool, step: Any = None) -> Any:
+    del key, train, step
     return x
 
 
@@ -73,14 +77,14 @@ def _take(data: dict, idx: jax.Array, mesh: Mesh) -> dict:
 
 
 def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, mesh: Mesh,
-             preprocess: Preprocess):
+             preprocess: Preprocess, lookahead: Lookahead | None = None):
     """The pure optimizer step ``(state, data, idx [B]) -> (state, loss)`` on the examples
-    ``idx`` of ``data``."""
+    ``idx`` of ``data``, followed by ``lookahead``'s weight averaging when given."""
 
     def step(state: TrainState, data: dict, idx: jax.Array):
         batch = _take(data, idx, mesh)
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        x = preprocess(aug_key, batch["x"], True)
+        x = preprocess(aug_key, batch["x"], True, step=state.step)
         mask = jnp.ones(idx.shape[0], jnp.float32)
 
         def loss_of(params):
@@ -93,6 +97,8 @@ def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=batch_stats, opt_state=opt_state)
+        if lookahead is not None:
+            new_state = lookahead(new_state)
         return new_state, loss.astype(jnp.float32)
 
     return step
@@ -100,11 +106,12 @@ def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
                     mesh: Mesh, preprocess: Preprocess = identity_preprocess,
-                    compiler_options: dict[str, str] | None = None):
+                    compiler_options: dict[str, str] | None = None,
+                    lookahead: Lookahead | None = None):
     """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
     ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
     ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.models.fast_conv.compiler_options``)."""
-    body = _step_fn(model, tx, loss_fn, mesh, preprocess)
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
 
     def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
         return body(state, data, batches[i])
@@ -114,7 +121,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
 
 def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
                      mesh: Mesh, preprocess: Preprocess = identity_preprocess,
-                     compiler_options: dict[str, str] | None = None, block: int = 1):
+                     compiler_options: dict[str, str] | None = None, block: int = 1,
+                     lookahead: Lookahead | None = None):
     """``steps(state, data, batches, start, count) -> (state, losses [block])``: up to
     ``block`` optimizer steps in one device call, on batches ``batches[start]``, ...,
     ``batches[start + count - 1]`` (``count <= block``), as a ``lax.scan``.
@@ -127,7 +135,7 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
     buffers are donated."""
     if block < 1:
         raise ValueError(f"block must be at least 1, got {block}")
-    body = _step_fn(model, tx, loss_fn, mesh, preprocess)
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
 
     def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array,
               count: jax.Array):
@@ -146,19 +154,22 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
-                   preprocess: Preprocess = identity_preprocess, tta_flip: bool = False,
+                   preprocess: Preprocess = identity_preprocess, tta: int = 0,
                    compiler_options: dict[str, str] | None = None):
     """``step(state, data, idx, mask) -> (loss_sum, count, predictions)`` where the
     predictions are the argmax of the logits (``[B]`` for a classifier, ``[B, L]`` per
-    token). With ``tta_flip`` the logits of each image and its mirror are averaged;
-    ``compiler_options`` go to ``jax.jit``."""
+    token). ``tta`` > 0 averages the logits of several views of each image
+    (:func:`jaxhw.data.pipeline.tta_views`: 1 = the image and its mirror, 2 = also
+    1-pixel translations); ``compiler_options`` go to ``jax.jit``."""
 
     def step(state: TrainState, data: dict, idx: jax.Array, mask: jax.Array):
         batch = _take(data, idx, mesh)
         x = preprocess(jax.random.key(0), batch["x"], False)
-        logits, _ = _apply(model, state.variables(), x, False)
-        if tta_flip:
-            logits = (logits + _apply(model, state.variables(), x[:, :, ::-1, :], False)[0]) / 2
+        if tta:
+            logits = sum(weight * _apply(model, state.variables(), view, False)[0]
+                         .astype(jnp.float32) for weight, view in tta_views(x, tta))
+        else:
+            logits, _ = _apply(model, state.variables(), x, False)
         total, count = loss_fn(logits, batch["y"], mask)
         # Replicated, so every host can read all predictions (an all-gather of [B] ints).
         return total, count, jax.lax.with_sharding_constraint(jnp.argmax(logits, axis=-1),

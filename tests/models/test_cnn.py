@@ -110,3 +110,78 @@ def test_inception_cnn_and_betternet_shapes():
 def test_unknown_model_name():
     with pytest.raises(ValueError, match="unknown model 'resnet'.*betternet"):
         get_model("resnet")
+
+
+# ---------------------------------------------------------------- the speed-run options
+
+from jaxhw.models.cnn import BatchNormSettings, image_patches, whitening_kernel  # noqa: E402
+
+
+def test_image_patches_by_hand():
+    x = np.arange(2 * 3 * 3 * 1, dtype=np.float64).reshape(2, 3, 3, 1)
+    p = image_patches(x, 2)
+    assert p.shape == (2 * 2 * 2, 4)
+    np.testing.assert_array_equal(p[0], [0, 1, 3, 4])    # image 0, top-left window (HWC order)
+    np.testing.assert_array_equal(p[3], [4, 5, 7, 8])    # image 0, bottom-right window
+    np.testing.assert_array_equal(p[4], [9, 10, 12, 13])
+
+
+def test_whitening_conv_makes_the_patch_covariance_the_identity():
+    rng = np.random.default_rng(0)
+    # correlated "images": smooth random fields with unequal channel scales
+    base = rng.normal(size=(400, 9, 9, 3))
+    x = (base + np.roll(base, 1, axis=1) + np.roll(base, 1, axis=2)) * np.array([1.0, 2.0, 0.5])
+    kernel = whitening_kernel(x, patch=2, eps=1e-9)
+    assert kernel.shape == (2, 2, 3, 24) and kernel.dtype == np.float32
+    np.testing.assert_array_equal(kernel[..., 12:], -kernel[..., :12])
+    out = jax.lax.conv_general_dilated(jnp.asarray(x, jnp.float32), jnp.asarray(kernel), (1, 1),
+                                       "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    first = np.asarray(out[..., :12], np.float64).reshape(-1, 12)
+    cov = first.T @ first / len(first)
+    np.testing.assert_allclose(cov, np.eye(12), atol=1e-3)
+    # ordered from the strongest direction of the data to the weakest
+    raw = image_patches(x, 2)
+    spread = [np.var(raw @ kernel[..., k].reshape(-1)) for k in range(12)]
+    assert np.all(np.diff(np.asarray([np.linalg.norm(kernel[..., k]) for k in range(12)])) >= -1e-6)
+    assert np.allclose(spread, 1.0, atol=1e-2)
+
+
+def test_speedrun_betternet_shapes_and_head():
+    model = BetterNet(widths=(16, 32, 32), blocks=(0, 1, 1), whiten=True, downsample="pool",
+                      head_pool="max", head_scale=1 / 9, head_bias=False, act=jax.nn.gelu,
+                      bn=BatchNormSettings(momentum=0.6, epsilon=1e-12, use_scale=False))
+    x = jnp.ones((2, 32, 32, 3))
+    variables = init(model, x)
+    params = variables["params"]
+    assert params["whiten"]["kernel"].shape == (2, 2, 3, 24)
+    assert "bias" not in params["Dense_0"]
+    assert not any("scale" in jax.tree_util.keystr(path)
+                   for path, _ in jax.tree_util.tree_flatten_with_path(params)[0])
+    _, inter = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items()
+              if k.startswith(("whiten", "Inception", "ResidualBlock"))}
+    assert shapes == {"whiten": (2, 31, 31, 24), "Inception_0": (2, 31, 31, 16),
+                      "ResidualBlock_0": (2, 15, 15, 32), "ResidualBlock_1": (2, 7, 7, 32)}
+    # the head: (max over the 3x3 map) @ kernel / 9
+    logits = model.apply(variables, x)
+    assert logits.shape == (2, 10)
+
+
+def test_batch_norm_settings_reach_every_block():
+    model = ResidualBlock(8, 16, bn=BatchNormSettings(momentum=0.5, use_scale=False))
+    x = jax.random.normal(jax.random.key(1), (4, 6, 6, 8))
+    variables = init(model, x)
+    assert all("scale" not in v for v in variables["params"].values())
+    assert len(variables["batch_stats"]) == 3  # two in the main path, one on the shortcut
+    _, upd = model.apply(variables, x, train=True, capture_intermediates=True,
+                         mutable=["batch_stats", "intermediates"])
+    # momentum 0.5: each running mean moved halfway from 0 to its batch mean
+    for conv, bn in (("Conv_0", "BatchNorm_0"), ("Conv_2", "BatchNorm_2")):
+        y = upd["intermediates"][conv]["__call__"][0]
+        np.testing.assert_allclose(upd["batch_stats"][bn]["mean"], 0.5 * y.mean(axis=(0, 1, 2)),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_betternet_refuses_unknown_options():
+    with pytest.raises(ValueError, match="downsample"):
+        init(BetterNet(downsample="avg"), jnp.ones((1, 32, 32, 3)))

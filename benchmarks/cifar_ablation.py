@@ -1,0 +1,123 @@
+"""Ablation of the CIFAR-10 speed-run recipe: the gpu preset with each ingredient switched off.
+
+    python -m benchmarks.cifar_ablation --data-dir ~/.cache/jaxhw-data --seeds 3   # a GPU
+    python -m benchmarks.cifar_ablation --data-dir DIR --rows full,no_lookahead \\
+        --extra "--train-limit 10000 --widths 32,64,64"                          # a CPU probe
+
+Every row runs ``python -m experiments.cifar_inception --preset gpu --seeds N`` plus the
+row's flags (and ``--extra``) in this process, and records the mean and standard deviation
+of the test accuracy over the seeds, the mean training time per seed (compilation
+excluded) and the compile time. Writes ``benchmarks/results/cifar_ablation.json`` and a
+Markdown table next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.gpu_check import run_experiment
+
+OUT = Path("benchmarks/results/cifar_ablation.json")
+
+# row name -> (what it changes, flags added to --preset gpu)
+ROWS: dict[str, tuple[str, list[str]]] = {
+    "full": ("the gpu preset as it is", []),
+    "no_whiten": ("3x3 conv + BN stem and a 2x2 pool instead of the frozen whitening stem",
+                  ["--no-whiten", "--stem", "32"]),
+    "no_lookahead": ("no lookahead weight averaging", ["--no-lookahead"]),
+    "no_bn_bias_lr": ("batch-norm biases at the base learning rate (not 64x)",
+                      ["--bn-bias-lr", "1"]),
+    "no_label_smoothing": ("label smoothing 0 instead of 0.2", ["--label-smoothing", "0"]),
+    "random_flip": ("random flips instead of alternating ones", ["--no-alternate-flip"]),
+    "no_translate": ("no 2-pixel translations while training", ["--crop-pad", "0"]),
+    "tta_mirror_only": ("2 test-time views (image, mirror) instead of 6",
+                        ["--no-tta-translate"]),
+    "no_tta": ("no test-time augmentation", ["--no-tta"]),
+    "relu": ("ReLU instead of GELU", ["--act", "relu"]),
+    "bn_defaults": ("PyTorch's batch-norm defaults (momentum 0.9 here, eps 1e-5, learned "
+                    "scale)", ["--bn-momentum", "0.9", "--bn-eps", "1e-5", "--bn-scale"]),
+    "stride_blocks": ("stride-2 residual blocks instead of compute-then-pool stages",
+                      ["--downsample", "stride"]),
+    "narrow": ("widths 64,192,192 instead of 64,256,256 (faster, less accurate?)",
+               ["--widths", "64,192,192"]),
+    "float32": ("float32 instead of bfloat16 (on a GPU)", ["--dtype", "float32"]),
+}
+
+
+def run_row(name: str, args: argparse.Namespace, work: Path) -> dict:
+    change, flags = ROWS[name]
+    argv = (["--preset", "gpu", "--seeds", str(args.seeds), "--data-dir", str(args.data_dir),
+             "--compile-cache", args.compile_cache, "--overwrite"] + flags
+            + shlex.split(args.extra))
+    results = run_experiment("cifar_inception", argv, work / name)
+    seeds = results.get("seeds") or [{"seed": results["seed"], "accuracy": results["test_accuracy"],
+                                      "train_s": results["train_s"],
+                                      "compile_s": results["compile_s"]}]
+    accs = [s["accuracy"] for s in seeds]
+    mean = sum(accs) / len(accs)
+    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+    return {"row": name, "change": change, "flags": flags, "mean_accuracy": mean,
+            "std_accuracy": std, "seeds": len(seeds),
+            "mean_train_s": sum(s["train_s"] for s in seeds) / len(seeds),
+            "compile_s": seeds[0]["compile_s"], "device": results["device"],
+            "dtype": results["dtype"]}
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| row | change | mean test accuracy | std | seeds | training s per seed | "
+             "compile s | device, dtype |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['row']} | {ROWS[r['row']][0]} | error: {r['error']} | | | | | |")
+            continue
+        lines.append(f"| {r['row']} | {r['change']} | {100 * r['mean_accuracy']:.2f} % | "
+                     f"{100 * r['std_accuracy']:.2f} | {r['seeds']} | {r['mean_train_s']:.2f} | "
+                     f"{r['compile_s']:.1f} | {r['device']}, {r['dtype']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", required=True, help="dataset folder in the local layout")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3)")
+    p.add_argument("--rows", default=",".join(ROWS),
+                   help=f"comma-separated rows to run (default: all): {', '.join(ROWS)}")
+    p.add_argument("--extra", default="", help="flags added to every row, e.g. "
+                   "\"--train-limit 10000 --epochs 3\" for a short probe (default: none)")
+    p.add_argument("--compile-cache", default=None,
+                   help="compilation cache folder (default: a new one under the work folder)")
+    p.add_argument("--out", default=str(OUT), help=f"JSON output (default: {OUT})")
+    args = p.parse_args(argv)
+    names = [n for n in args.rows.split(",") if n]
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
+    if args.seeds < 1:
+        p.error("--seeds must be at least 1")
+    work = Path(tempfile.mkdtemp(prefix="jaxhw-cifar-ablation-"))
+    args.compile_cache = args.compile_cache or str(work / "compile_cache")
+    rows, start = [], time.perf_counter()
+    for name in names:
+        print(f"[{time.perf_counter() - start:7.1f} s] {name}: {ROWS[name][0]}", flush=True)
+        try:
+            rows.append(run_row(name, args, work))
+        except (Exception, SystemExit) as e:  # one broken row must not hide the others
+            rows.append({"row": name, "error": f"{type(e).__name__}: {e}"})
+        out = Path(args.out)  # written after every row: an interrupted run keeps its rows
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"rows": rows, "extra": args.extra, "seeds": args.seeds,
+                                   "total_s": time.perf_counter() - start}, indent=2))
+        out.with_suffix(".md").write_text(table(rows) + "\n")
+    print(table(rows))
+    print(f"written: {args.out} and {Path(args.out).with_suffix('.md')} (logs in {work})")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

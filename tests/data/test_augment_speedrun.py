@@ -1,0 +1,80 @@
+"""airbench's augmentations: reflect-padded translations, alternating flips, test-time views."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxhw.data import random_crop
+from jaxhw.data.pipeline import alternate_flip, preflip, tta_views
+from jaxhw.experiment import Preprocess
+
+
+def _images(b=3, h=5, w=6, c=2):
+    return jnp.arange(b * h * w * c, dtype=jnp.float32).reshape(b, h, w, c)
+
+
+def test_reflect_crop_takes_windows_of_the_reflect_padded_image():
+    x = _images()
+    out = random_crop(jax.random.key(0), x, 2, mode="reflect")
+    padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    for i in range(len(x)):
+        windows = [padded[i, a:a + 5, b:b + 6] for a in range(5) for b in range(5)]
+        assert any(np.array_equal(np.asarray(out[i]), w) for w in windows)
+    # reflect padding never introduces zeros the image does not have
+    assert np.count_nonzero(np.asarray(out) == 0) <= np.count_nonzero(np.asarray(x) == 0)
+
+
+def test_preflip_mirrors_a_seeded_half_and_keeps_the_rest():
+    x = np.random.default_rng(0).integers(0, 256, (200, 4, 4, 3), dtype=np.uint8)
+    y = preflip(1, x)
+    mirrored = np.array([np.array_equal(y[i], x[i, :, ::-1]) and not np.array_equal(x[i], x[i, :, ::-1])
+                         for i in range(len(x))])
+    kept = np.array([np.array_equal(y[i], x[i]) for i in range(len(x))])
+    assert np.all(mirrored | kept) and 70 < mirrored.sum() < 130
+    assert np.array_equal(preflip(1, x), y) and not np.array_equal(preflip(2, x), y)
+    assert np.array_equal(x, np.random.default_rng(0).integers(0, 256, (200, 4, 4, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize("step, mirrored", [(0, False), (9, False), (10, True), (19, True),
+                                            (20, False), (35, True)])
+def test_alternate_flip_mirrors_everything_in_odd_epochs(step, mirrored):
+    x = _images()
+    out = alternate_flip(x, jnp.int32(step), steps_per_epoch=10)
+    assert np.array_equal(np.asarray(out), np.asarray(x[:, :, ::-1] if mirrored else x))
+
+
+def test_preprocess_alternates_by_the_step_and_needs_it():
+    pre = Preprocess((0.0,), (1 / 255,), alternate_flip=True, steps_per_epoch=4)
+    x = jnp.arange(12, dtype=jnp.uint8).reshape(1, 2, 6, 1)
+    even = pre(jax.random.key(0), x, True, step=jnp.int32(3))
+    odd = pre(jax.random.key(0), x, True, step=jnp.int32(4))
+    assert np.array_equal(np.asarray(even), np.asarray(x, np.float32))
+    assert np.array_equal(np.asarray(odd), np.asarray(x[:, :, ::-1], np.float32))
+    assert np.array_equal(np.asarray(pre(jax.random.key(0), x, False)), np.asarray(x, np.float32))
+    with pytest.raises(ValueError, match="step"):
+        pre(jax.random.key(0), x, True)
+
+
+def test_tta_level_1_is_the_image_and_its_mirror():
+    x = _images()
+    views = tta_views(x, 1)
+    assert [w for w, _ in views] == [0.5, 0.5]
+    assert np.array_equal(views[0][1], x) and np.array_equal(views[1][1], x[:, :, ::-1])
+
+
+def test_tta_level_2_is_airbenchs_six_views():
+    x = _images()
+    views = tta_views(x, 2)
+    assert [w for w, _ in views] == [0.25, 0.25, 0.125, 0.125, 0.125, 0.125]
+    assert sum(w for w, _ in views) == 1.0
+    padded = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    down_right, up_left = padded[:, :5, :6], padded[:, 2:7, 2:8]
+    expected = [x, x[:, :, ::-1], down_right, down_right[:, :, ::-1], up_left, up_left[:, :, ::-1]]
+    for (_, view), want in zip(views, expected):
+        assert np.array_equal(np.asarray(view), np.asarray(want))
+    # the shifted views really move the content by one pixel
+    assert np.array_equal(down_right[:, 1:, 1:], np.asarray(x)[:, :-1, :-1])
+    assert np.array_equal(up_left[:, :-1, :-1], np.asarray(x)[:, 1:, 1:])
+    with pytest.raises(ValueError, match="level"):
+        tta_views(x, 3)

@@ -1,0 +1,113 @@
+"""The CIFAR experiment's gpu (speed-run) preset on CPU: its optimizer groups, an end-to-end
+run, and --seeds."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import cifar_inception, cifar_simple_cnn
+from jaxhw import config
+from jaxhw.models.cnn import whitening_kernel
+from jaxhw.data import normalize
+from tests.conftest import write_image_split
+
+
+def _gpu_cfg(**overrides):
+    argv = ["--preset", "gpu"] + [a for k, v in overrides.items()
+                                  for a in (f"--{k.replace('_', '-')}", str(v))]
+    return config.parse(cifar_inception.Config, "", argv, cifar_inception.PRESETS)
+
+
+def test_param_groups_of_the_speedrun_net():
+    cfg = _gpu_cfg(widths="16,16,16")
+    model = cifar_inception.build_model(cfg)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))["params"]
+    groups = cifar_inception.param_groups(params)
+    flat = {jax.tree_util.keystr(p): g for p, g in jax.tree_util.tree_flatten_with_path(groups)[0]}
+    assert flat["['whiten']['kernel']"] == "frozen"
+    assert flat["['whiten']['bias']"] == "whiten_bias"
+    assert flat["['Dense_0']['kernel']"] == "kernel"
+    bn_biases = [k for k, g in flat.items() if g == "bn_bias"]
+    assert bn_biases and all("BatchNorm" in k and k.endswith("['bias']") for k in bn_biases)
+    assert set(flat.values()) == {"frozen", "whiten_bias", "kernel", "bn_bias", "other"}
+
+
+def test_optimizer_freezes_the_stem_scales_bn_biases_and_stops_the_stem_bias():
+    cfg = _gpu_cfg(whiten_bias_epochs=2)
+    tx = cifar_inception.make_optimizer(cfg, steps_per_epoch=1)
+    params = {"whiten": {"kernel": jnp.ones((2, 2, 3, 24)), "bias": jnp.zeros(24)},
+              "BatchNorm_0": {"bias": jnp.zeros(4)}, "Conv_0": {"bias": jnp.zeros(4)}}
+    grads = jax.tree.map(jnp.ones_like, params)
+    state = tx.init(params)
+    lr0 = float(cifar_inception.make_schedule(cfg, cfg.epochs)(0))
+    assert lr0 == pytest.approx(0.2 * cfg.lr)
+    updates, state = tx.update(grads, state, params)
+    np.testing.assert_array_equal(updates["whiten"]["kernel"], 0.0)
+    other = -lr0 * (1 + cfg.momentum)  # Nesterov's first step on a gradient of 1
+    np.testing.assert_allclose(updates["Conv_0"]["bias"], other, rtol=1e-5)
+    np.testing.assert_allclose(updates["BatchNorm_0"]["bias"], cfg.bn_bias_lr * other, rtol=1e-5)
+    np.testing.assert_allclose(updates["whiten"]["bias"], other, rtol=1e-5)
+    for _ in range(2):
+        updates, state = tx.update(grads, state, params)
+    np.testing.assert_array_equal(updates["whiten"]["bias"], 0.0)  # frozen after 2 epochs
+    assert np.all(np.asarray(updates["Conv_0"]["bias"]) < 0)
+
+
+def test_gpu_preset_runs_end_to_end_on_cpu(tmp_path, capsys):
+    data = tmp_path / "data"
+    write_image_split(data, "cifar10", "train", 2048, (32, 32, 3), seed=1)
+    write_image_split(data, "cifar10", "test", 200, (32, 32, 3), seed=2)
+    out = tmp_path / "run"
+    cifar_inception.main(["--preset", "gpu", "--train-limit", "2048", "--epochs", "1",
+                          "--data-dir", str(data), "--checkpoint-dir", str(out)])
+    text = capsys.readouterr().out
+    assert "Accuracy of the network on the 200 test images" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["epochs"] == 1 and results["config"]["whiten"] is True
+    assert results["steps_per_call"] == 1 and results["compile_s"] > 0
+    # the whitening stem: set from the data and still frozen after training
+    import orbax.checkpoint as ocp
+    saved = ocp.StandardCheckpointer().restore((out / "1" / "state").resolve())
+    images = np.load(data / "cifar10" / "train.npz")["images"]
+    pick = np.random.default_rng(0).permutation(len(images))[:5000]
+    want = whitening_kernel(np.asarray(normalize(images[pick], cifar_inception.CIFAR_MEAN,
+                                                 cifar_inception.CIFAR_STD)))
+    np.testing.assert_array_equal(np.asarray(saved["params"]["whiten"]["kernel"]), want)
+    assert np.any(np.asarray(saved["params"]["whiten"]["bias"]) != 0)  # the bias trained
+    assert set(saved["slow"]) == {"params", "batch_stats"}
+
+
+def test_seeds_train_back_to_back_and_compile_once(tiny_data, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    cifar_simple_cnn.main(["--data-dir", str(tiny_data), "--checkpoint-dir", str(out),
+                           "--seeds", "2", "--seed", "3", "--epochs", "1"])
+    text = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    assert [r["seed"] for r in results["seeds"]] == [3, 4]
+    first, second = results["seeds"]
+    assert first["compile_s"] > 0 and second["compile_s"] < 0.05 * first["compile_s"]
+    assert results["mean_accuracy"] == pytest.approx((first["accuracy"] + second["accuracy"]) / 2)
+    assert {"std_accuracy", "device", "dtype", "mean_train_s"} <= set(results)
+    for seed in (3, 4):
+        per_seed = json.loads((out / f"seed_{seed}" / "results.json").read_text())
+        assert per_seed["seed"] == seed
+    assert "mean test accuracy" in text
+    # the two seeds trained differently
+    h3 = json.loads((out / "seed_3" / "history.json").read_text())
+    h4 = json.loads((out / "seed_4" / "history.json").read_text())
+    assert h3[0]["train_loss"] != h4[0]["train_loss"]
+
+
+def test_seeds_refuse_an_existing_run_before_training(tiny_data, tmp_path, capsys):
+    out = tmp_path / "seeds"
+    (out / "seed_1" / "1").mkdir(parents=True)
+    from jaxhw import cli
+    with pytest.raises(SystemExit):
+        cli.run(lambda: cifar_simple_cnn.main(["--data-dir", str(tiny_data), "--checkpoint-dir",
+                                               str(out), "--seeds", "2"]))
+    err = capsys.readouterr().err
+    assert "seed_1" in err or "already" in err
+    assert not (out / "seed_0").exists() or not any((out / "seed_0").iterdir())
