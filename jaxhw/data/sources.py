@@ -20,6 +20,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -141,7 +142,7 @@ def _read_images(spec: DatasetSpec, path: Path) -> ImageSplit:
                 raise DataError(f"{path}: expected arrays 'images' and 'labels', "
                                 f"found {sorted(npz.files)}")
             images, labels = npz["images"], npz["labels"]
-    except (OSError, ValueError) as e:  # truncated or not an npz at all
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # truncated, not an npz
         raise DataError(f"{path}: not a readable .npz file ({e})") from e
     if images.ndim == 3 and spec.image_shape[-1] == 1:
         images = images[..., None]  # grayscale files store [N, H, W]

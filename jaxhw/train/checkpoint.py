@@ -41,8 +41,12 @@ class Checkpoints:
                 best_fn=(lambda m: m[best_metric]) if best_metric else None,  # metrics on disk
                 preservation_policy=pp.AnyPreservationPolicy(policies),
                 enable_async_checkpointing=False,  # an epoch is on disk before the next starts
-                cleanup_tmp_directories=True),     # leftovers of a killed save
+                # Leftovers of a killed save are removed below, synchronously: orbax's own
+                # cleanup runs in a thread that raises a traceback at interpreter exit when
+                # a run stops on an error right after opening its folder.
+                cleanup_tmp_directories=False),
             item_names=("state", "meta"))
+        remove_unfinished_saves(self.directory)
 
     def epochs(self) -> list[int]:
         return sorted(self._manager.all_steps())
@@ -82,6 +86,18 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def remove_unfinished_saves(directory: Path) -> list[Path]:
+    """Delete the temporary folders of saves that never finished (orbax writes a step into
+    ``<step>.orbax-checkpoint-tmp...`` and renames it when complete). Returns them."""
+    if not directory.is_dir() or jax.process_index() != 0:  # one deleter across hosts
+        return []
+    leftovers = [p for p in directory.iterdir()
+                 if p.is_dir() and ocp.path.atomicity.TMP_DIR_SUFFIX in p.name]
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 def open_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,

@@ -56,6 +56,15 @@ def test_bad_arrays_are_clear_errors(tiny_data, images, labels, message):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.999])
+def test_truncated_npz_is_a_data_error_not_a_zip_traceback(tiny_data, keep):
+    path = tiny_data / "cifar10" / "train.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[:int(keep * len(data))])  # an interrupted download or copy
+    with pytest.raises(DataError, match="train.npz: not a readable .npz file"):
+        load_split("cifar10", "train", tiny_data)
+
+
 def test_corrupt_files_are_clear_errors(tiny_data):
     (tiny_data / "cifar10" / "train.npz").write_bytes(b"not a zip file")
     with pytest.raises(DataError, match="not a readable .npz"):

@@ -118,3 +118,30 @@ def test_kill_9_then_resume_continues_the_same_curve(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from" in resumed.stdout
     np.testing.assert_allclose(np.array(_curve(killed)), np.array(_curve(straight)), rtol=1e-6)
+
+
+def test_unfinished_saves_are_removed_when_a_run_opens(tmp_path):
+    from jaxhw.train.checkpoint import remove_unfinished_saves
+    run = tmp_path / "run"
+    leftover = run / "3.orbax-checkpoint-tmp-1700000000"
+    (leftover / "state").mkdir(parents=True)
+    (run / "notes").mkdir()
+    Checkpoints(run)
+    assert not leftover.exists() and (run / "notes").is_dir()
+    assert remove_unfinished_saves(run) == []
+
+
+def test_a_missing_data_dir_is_one_error_line_and_no_thread_traceback(tmp_path):
+    """Run the real command line several times: orbax's background cleanup used to race the
+    interpreter's exit and print 'cannot schedule new futures after interpreter shutdown'."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    for k in range(4):
+        proc = subprocess.run(
+            [sys.executable, "-m", "experiments.cifar_simple_cnn", "--data-dir",
+             str(tmp_path / "nonexistent"), "--checkpoint-dir", str(tmp_path / f"ckpt{k}")],
+            capture_output=True, text=True, env=env, timeout=120,
+            cwd=str(Path(__file__).resolve().parents[2]))
+        assert proc.returncode == 2
+        assert "Traceback" not in proc.stderr and "futures" not in proc.stderr, proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "does not exist" in errors[0]
