@@ -8,8 +8,9 @@ run an SGD-momentum cross-entropy step on the same random batch: a warm-up step 
 compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
 the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
 ``lax``'s convolution, ``flax``'s pooling and XLA's default compile options, and "fast"
-with jaxhw's CPU versions (``jaxhw.models.fast_conv``: XLA's built-in convolutions via
-compile options and a phase-split input gradient; ``jaxhw.models.fast_pool``). Prints the
+with jaxhw's CPU versions (``jaxhw.ops``: a phase-split input gradient and pooling without
+``select_and_scatter``, with ``jaxhw.train.xla_options.cpu_conv_options``: XLA's built-in
+convolutions instead of YNNPACK's). Prints the
 JAX/PyTorch ratio per net and writes JSON.
 """
 
@@ -28,9 +29,10 @@ import numpy as np
 import optax
 
 from jaxhw.models import BetterNet, ResidualBlock, SimpleCNN
+from jaxhw import ops
 from jaxhw.models.cnn import make_conv
-from jaxhw.models.fast_conv import compiler_options
 from jaxhw.train import Trainer, make_train_step
+from jaxhw.train.xla_options import cpu_conv_options
 import flax.linen as nn
 
 
@@ -38,14 +40,14 @@ class ResidualStack(nn.Module):
     """stem conv 3->64 + BN + ReLU at 32x32, ResidualBlocks 64->64, 64->128 (/2),
     128->256 (/2), global average pool, dense 10."""
 
-    fast_conv: bool | None = None
+    conv: object = jax.lax.conv_general_dilated
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = make_conv(self.fast_conv, 64, (3, 3), use_bias=False)(x)
+        x = make_conv(self.conv, 64, (3, 3), use_bias=False)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
         for cin, cout, stride in ((64, 64, 1), (64, 128, 2), (128, 256, 2)):
-            x = ResidualBlock(cin, cout, stride, self.fast_conv)(x, train)
+            x = ResidualBlock(cin, cout, stride, conv=self.conv)(x, train)
         return nn.Dense(10)(x.mean(axis=(1, 2)))
 
 
@@ -120,10 +122,11 @@ def torch_nets():
     return {"SimpleCNN": TSimple, "ResidualStack": TStack, "BetterNet": TBetterNet}
 
 
-# (constructor taking fast_conv, batch size); BetterNet as in cifar_inception's cpu preset.
-NETS = {"SimpleCNN": (lambda f: SimpleCNN(fast_conv=f), 128),
-        "ResidualStack": (lambda f: ResidualStack(fast_conv=f), 256),
-        "BetterNet": (lambda f: BetterNet(blocks=(0, 1, 1), fast_conv=f), 128)}
+# (constructor taking jaxhw.ops.Layers, batch size); BetterNet as in the cpu preset.
+NETS = {"SimpleCNN": (lambda o: SimpleCNN(conv=o.conv, max_pool=o.max_pool), 128),
+        "ResidualStack": (lambda o: ResidualStack(conv=o.conv), 256),
+        "BetterNet": (lambda o: BetterNet(blocks=(0, 1, 1), conv=o.conv, max_pool=o.max_pool),
+                      128)}
 # Default steps per timed block: enough that a block lasts ~0.5 s or more on a 2-core CPU
 # (a SimpleCNN step takes ~10-20 ms, a ResidualStack step ~2-4 s).
 STEPS = {"SimpleCNN": 40, "ResidualStack": 3, "BetterNet": 5}
@@ -138,10 +141,11 @@ def time_blocks(step, blocks: int, steps: int, batch: int) -> float:
     return statistics.median(rates)
 
 
-def bench_jax(name: str, fast_conv: bool, blocks: int, steps: int) -> tuple[float, float]:
+def bench_jax(name: str, fast: bool, blocks: int, steps: int) -> tuple[float, float]:
     make, batch = NETS[name]
-    trainer = Trainer(make(fast_conv), optax.sgd(0.01, 0.9), log_every=1,
-                      compiler_options=compiler_options(fast_conv))
+    layers = ops.layers("fast" if fast else "lax")
+    trainer = Trainer(make(layers), optax.sgd(0.01, 0.9), log_every=1,
+                      compiler_options=cpu_conv_options(layers.fast))
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, 32, 32, 3)).astype(np.float32)
     data = trainer.put(x, rng.integers(0, 10, batch))

@@ -36,13 +36,14 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
+from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.data import normalize
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
-from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
+from jaxhw import ops
 from jaxhw.train import RunningLossPrinter, TrainState, replicate
 from jaxhw.train.lookahead import Lookahead
+from jaxhw.train.xla_options import cpu_conv_options
 
 from experiments.cifar_simple_cnn import printouts  # the original notebook's lines
 
@@ -103,7 +104,7 @@ class Config(RunConfig):
     tta_translate: bool = flag(False, "with --tta, also average 1-pixel translations of both "
                                       "(6 views, weighted as airbench does)")
     print_every: int = flag(100, "print the mean loss of every this many mini-batches")
-    conv: str = flag("auto", CONV_HELP, choices=list(CONV_CHOICES))
+    conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
 
 
 PRESETS = {
@@ -146,16 +147,17 @@ ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
 def build_model(cfg: Config, dtype=jnp.float32):
     if cfg.model not in MODELS:
         raise ConfigError(f"unknown --model {cfg.model!r}; choose one of {sorted(MODELS)}")
-    fast_conv = CONV_CHOICES[cfg.conv]
+    layers = ops.layers(cfg.conv)
+    built_with = dict(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype)
     if cfg.model == "betternet":
         return get_model(
             "betternet", stem=cfg.stem, widths=_ints(cfg.widths, "widths"),
-            blocks=_ints(cfg.blocks, "blocks"), fast_conv=fast_conv, dtype=dtype,
+            blocks=_ints(cfg.blocks, "blocks"), **built_with,
             bn=BatchNormSettings(cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale),
             act=ACTIVATIONS[cfg.act], whiten=cfg.whiten, downsample=cfg.downsample,
             head_pool=cfg.head_pool, head_scale=cfg.head_scale,
             head_bias=cfg.head_scale == 1.0)
-    return get_model(cfg.model, fast_conv=fast_conv, dtype=dtype)
+    return get_model(cfg.model, **built_with)
 
 
 def param_groups(params) -> dict:
@@ -243,7 +245,7 @@ def main(argv=None) -> None:
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip),
         hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
-        compiler_options=compiler_options(CONV_CHOICES[cfg.conv]),
+        compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),
         make_lookahead=lookahead,
         prepare_state=(lambda st, x: set_whitening(cfg, st, x)) if cfg.whiten else None)
 

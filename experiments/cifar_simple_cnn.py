@@ -14,20 +14,21 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import flag
-from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
+from jaxhw import ops
+from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.models import SimpleCNN
-from jaxhw.models.fast_conv import CONV_CHOICES, CONV_HELP, compiler_options
 from jaxhw.train import RunningLossPrinter
+from jaxhw.train.xla_options import cpu_conv_options
 
 
 @dataclasses.dataclass
 class Config(RunConfig):
     epochs: int = flag(2, "passes over the 50,000 training images")
     batch_size: int = flag(8, "images per SGD step")
-    learning_rate: float = flag(0.001, "SGD learning rate")
+    lr: float = flag(0.001, "SGD learning rate", aliases=["--learning-rate"])
     momentum: float = flag(0.9, "SGD momentum")
     print_every: int = flag(2000, "print the mean loss of every this many mini-batches")
-    conv: str = flag("auto", CONV_HELP, choices=list(CONV_CHOICES))
+    conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
 
 
 def printouts(event: str, value) -> None:
@@ -42,15 +43,15 @@ def printouts(event: str, value) -> None:
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
     dtype = start(cfg)
-    fast_conv = CONV_CHOICES[cfg.conv]
+    layers = ops.layers(cfg.conv)
     train_image_classifier(
         "cifar_simple_cnn", cfg, dataset="cifar10",
-        model=SimpleCNN(fast_conv=fast_conv, dtype=dtype),
-        make_tx=lambda steps: optax.sgd(cfg.learning_rate, cfg.momentum),
+        model=SimpleCNN(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype),
+        make_tx=lambda steps: optax.sgd(cfg.lr, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
         hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
-        compiler_options=compiler_options(fast_conv))
+        compiler_options=cpu_conv_options(layers.fast))
 
 
 if __name__ == "__main__":

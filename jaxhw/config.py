@@ -19,9 +19,12 @@ class ConfigError(ValueError):
     """A flag value that cannot work; the message says which and why."""
 
 
-def flag(default: Any, help: str, choices: Sequence[Any] | None = None) -> Any:
-    """A config field with its command-line help (and, optionally, its allowed values)."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices})
+def flag(default: Any, help: str, choices: Sequence[Any] | None = None,
+         aliases: Sequence[str] = ()) -> Any:
+    """A config field with its command-line help (and, optionally, its allowed values and
+    older spellings of the flag that still work, e.g. ``["--learning-rate"]``)."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices,
+                                                        "aliases": tuple(aliases)})
 
 
 def _arg_type(hint: Any):
@@ -44,18 +47,18 @@ def build_parser(cls: type, description: str, presets: Mapping[str, Mapping[str,
                                  + "; ".join(lines))
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        name = "--" + f.name.replace("_", "-")
+        names = ["--" + f.name.replace("_", "-"), *f.metadata.get("aliases", ())]
         kind = _arg_type(hints[f.name])
         help_text = f.metadata.get("help", "")
-        if "default" not in help_text:
+        if "(default" not in help_text:
             help_text += f" (default: {f.default})"
         if kind is bool:
-            parser.add_argument(name, dest=f.name, action=argparse.BooleanOptionalAction,
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                 help=help_text)
         else:
             choices = f.metadata.get("choices")  # argparse then shows {a,b,c} itself
-            parser.add_argument(name, dest=f.name, type=kind, help=help_text, choices=choices,
-                                metavar=None if choices else f.name.upper())
+            parser.add_argument(*names, dest=f.name, type=kind, help=help_text,
+                                choices=choices, metavar=None if choices else f.name.upper())
     return parser
 
 

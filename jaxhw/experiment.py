@@ -31,6 +31,12 @@ from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
 
 
+CONV_HELP = ("convolution and max pooling: auto (jaxhw's CPU versions on a CPU - XLA's "
+             "built-in convolutions instead of YNNPACK's, a phase-split input gradient for "
+             "strided layers, pooling without select_and_scatter - and lax/cuDNN elsewhere), "
+             "fast (jaxhw's on any backend) or lax (lax, flax and XLA's defaults); speed only")
+
+
 @dataclasses.dataclass
 class EngineConfig:
     """Flags of the training engine that every experiment has."""

@@ -21,10 +21,11 @@ BetterNet's design (why each piece is there):
 * Batch norm after every convolution (zero-initialised scale on each block's last BN
   would be a further trick; we keep the blocks exactly as specified).
 
-Every module takes ``fast_conv``: ``None`` (default) uses :mod:`jaxhw.models.fast_conv`'s
-convolution and :mod:`jaxhw.models.fast_pool`'s max pooling on the CPU, and
-``lax``'s convolution and ``flax``'s pooling elsewhere; ``True`` / ``False`` force one. It
-changes speed only: values and gradients agree to float rounding.
+Every module takes the layers it is built with, Flax style: ``conv`` (a function with
+``lax.conv_general_dilated``'s signature, default ``lax``'s) and ``max_pool`` (with
+``flax.linen.max_pool``'s, default flax's). The experiments pass jaxhw's CPU versions on a
+CPU (``jaxhw.ops.layers``); they change speed only: values and gradients agree to float
+rounding.
 
 The CNN blocks also take ``bn`` (:class:`BatchNormSettings`: momentum, epsilon, a
 learnable scale or not) and ``act`` (the activation, ReLU by default as in the spec), so
@@ -46,11 +47,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jaxhw.models.fast_conv import conv_impl
-from jaxhw.models.fast_pool import pool_impl
+from jax import lax
 
 Dtype = Any  # a jnp dtype: the computation dtype of a module (parameters stay float32)
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
+ConvFn = Callable[..., jnp.ndarray]  # lax.conv_general_dilated's signature
+PoolFn = Callable[..., jnp.ndarray]  # flax.linen.max_pool's signature
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,16 +66,22 @@ class BatchNormSettings:
     use_scale: bool = True  # False: the scale stays 1 (airbench trains only the bias)
 
 
-def make_conv(fast: bool | None, features: int, kernel: tuple[int, int], strides=1,
+def make_conv(conv: ConvFn, features: int, kernel: tuple[int, int], strides=1,
               **kwargs) -> nn.Conv:
-    """``nn.Conv`` with the convolution that ``fast`` selects (see ``conv_impl``)."""
-    return nn.Conv(features, kernel, strides, conv_general_dilated=conv_impl(fast), **kwargs)
+    """``nn.Conv`` computed by ``conv``."""
+    return nn.Conv(features, kernel, strides, conv_general_dilated=conv, **kwargs)
 
 
 def batch_norm(train: bool, dtype: Dtype, bn: BatchNormSettings = BatchNormSettings()
                ) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, dtype=dtype, momentum=bn.momentum,
                         epsilon=bn.epsilon, use_scale=bn.use_scale)
+
+
+def _layer_args(module: nn.Module) -> dict:
+    """What a CNN block hands on to the blocks inside it."""
+    return dict(conv=module.conv, max_pool=module.max_pool, dtype=module.dtype, bn=module.bn,
+                act=module.act)
 
 
 class SimpleCNN(nn.Module):
@@ -84,17 +92,18 @@ class SimpleCNN(nn.Module):
     """
 
     num_classes: int = 10
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no dropout or batch norm
-        conv = lambda *a: make_conv(self.fast_conv, *a, padding="VALID", dtype=self.dtype)  # noqa: E731
+        conv = lambda *a: make_conv(self.conv, *a, padding="VALID", dtype=self.dtype)  # noqa: E731
         x = nn.relu(conv(8, (7, 7))(x))                              # [B, 26, 26, 8]
-        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 13, 13, 8]
+        x = self.max_pool(x, (2, 2), strides=(2, 2))  # [B, 13, 13, 8]
         x = nn.relu(conv(16, (4, 4))(x))                             # [B, 10, 10, 16]
-        x = pool_impl(self.fast_conv)(x, (2, 2), strides=(2, 2))  # [B, 5, 5, 16]
+        x = self.max_pool(x, (2, 2), strides=(2, 2))  # [B, 5, 5, 16]
         x = x.reshape(x.shape[0], -1)                                # [B, 400]
         x = nn.relu(nn.Dense(100, dtype=self.dtype)(x))
         x = nn.relu(nn.Dense(80, dtype=self.dtype)(x))
@@ -106,14 +115,15 @@ class ConvBN(nn.Module):
 
     features: int
     kernel: int
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = make_conv(self.fast_conv, self.features, (self.kernel, self.kernel), padding="SAME",
+        x = make_conv(self.conv, self.features, (self.kernel, self.kernel), padding="SAME",
                       dtype=self.dtype)(x)
         return self.act(batch_norm(train, self.dtype, self.bn)(x))
 
@@ -133,7 +143,8 @@ class Inception(nn.Module):
     n5x5_blue: int
     n5x5: int
     pool_planes: int
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
@@ -147,15 +158,13 @@ class Inception(nn.Module):
         if x.shape[-1] != self.in_planes:
             raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
                              f"got input of shape {x.shape}")
-        f, d, bn, act = self.fast_conv, self.dtype, self.bn, self.act
-        y1 = ConvBN(self.n1x1, 1, f, d, bn, act)(x, train)
+        ops = _layer_args(self)
+        y1 = ConvBN(self.n1x1, 1, **ops)(x, train)
         # (outer module first: flax names modules in the order they are built)
-        y2 = ConvBN(self.n3x3, 3, f, d, bn, act)(ConvBN(self.n3x3_blue, 1, f, d, bn, act)(x, train),
-                                                 train)
-        y3 = ConvBN(self.n5x5, 5, f, d, bn, act)(ConvBN(self.n5x5_blue, 1, f, d, bn, act)(x, train),
-                                                 train)
-        pooled = pool_impl(f)(x, (3, 3), strides=(1, 1), padding="SAME")
-        y4 = ConvBN(self.pool_planes, 1, f, d, bn, act)(pooled, train)
+        y2 = ConvBN(self.n3x3, 3, **ops)(ConvBN(self.n3x3_blue, 1, **ops)(x, train), train)
+        y3 = ConvBN(self.n5x5, 5, **ops)(ConvBN(self.n5x5_blue, 1, **ops)(x, train), train)
+        pooled = self.max_pool(x, (3, 3), strides=(1, 1), padding="SAME")
+        y4 = ConvBN(self.pool_planes, 1, **ops)(pooled, train)
         return jnp.concatenate([y1, y2, y3, y4], axis=-1)
 
 
@@ -170,7 +179,8 @@ class ResidualBlock(nn.Module):
     in_channels: int
     out_channels: int
     stride: int = 1
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
@@ -186,7 +196,7 @@ class ResidualBlock(nn.Module):
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
         bn = lambda: batch_norm(train, self.dtype, self.bn)  # noqa: E731
-        conv = lambda *a, **k: make_conv(self.fast_conv, *a, use_bias=False,  # noqa: E731
+        conv = lambda *a, **k: make_conv(self.conv, *a, use_bias=False,  # noqa: E731
                                          dtype=self.dtype, **k)
         y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
         y = self.act(bn()(y))
@@ -204,15 +214,17 @@ class InceptionCNN(nn.Module):
 
     num_classes: int = 10
     inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         for _ in range(2):
-            x = nn.relu(make_conv(self.fast_conv, 8, (9, 9), padding="SAME", dtype=self.dtype)(x))
-            x = pool_impl(self.fast_conv)(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
-        x = Inception(8, *self.inception, fast_conv=self.fast_conv, dtype=self.dtype)(x, train)
+            x = nn.relu(make_conv(self.conv, 8, (9, 9), padding="SAME", dtype=self.dtype)(x))
+            x = self.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
+        x = Inception(8, *self.inception, conv=self.conv, max_pool=self.max_pool,
+                      dtype=self.dtype)(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1))
 
 
@@ -242,7 +254,8 @@ class BetterNet(nn.Module):
     stem: int = 32
     widths: Sequence[int] = (64, 128, 256)
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
-    fast_conv: bool | None = None
+    conv: ConvFn = lax.conv_general_dilated
+    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
@@ -259,31 +272,30 @@ class BetterNet(nn.Module):
         if self.downsample not in ("stride", "pool") or self.head_pool not in ("avg", "max"):
             raise ValueError(f"downsample must be 'stride' or 'pool' and head_pool 'avg' or "
                              f"'max', got {self.downsample!r} and {self.head_pool!r}")
-        f, d, bn, act = self.fast_conv, self.dtype, self.bn, self.act
-        pool = lambda v: pool_impl(f)(v, (2, 2), strides=(2, 2))  # noqa: E731
+        ops = _layer_args(self)
+        pool = lambda v: self.max_pool(v, (2, 2), strides=(2, 2))  # noqa: E731
         if self.whiten:
             c = WHITEN_WIDTH
-            x = act(make_conv(f, c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
-                              dtype=d, name="whiten")(x))                # [B, 31, 31, 24]
+            x = self.act(make_conv(self.conv, c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
+                                   dtype=self.dtype, name="whiten")(x))  # [B, 31, 31, 24]
         else:
             c = self.stem
-            x = ConvBN(self.stem, 3, f, d, bn, act)(x, train)          # [B, 32, 32, stem]
+            x = ConvBN(self.stem, 3, **ops)(x, train)                   # [B, 32, 32, stem]
             x = pool(x)                                                 # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
-        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
-                      f, d, bn, act)(x, train)
+        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8, **ops)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
                 by_stride = self.downsample == "stride" and stage > 0 and block == 0
-                x = ResidualBlock(c, width, 2 if by_stride else 1, f, d, bn, act)(x, train)
+                x = ResidualBlock(c, width, 2 if by_stride else 1, **ops)(x, train)
                 c = width
             if self.downsample == "pool":
                 x = pool(x)
         reduce = jnp.mean if self.head_pool == "avg" else jnp.max
         x = reduce(x.astype(jnp.float32), axis=(1, 2))                 # [B, widths[-1]]
-        logits = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=d)(x)
+        logits = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=self.dtype)(x)
         return logits * self.head_scale if self.head_scale != 1.0 else logits
 
 

@@ -67,7 +67,7 @@ class Trainer:
       eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
       pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
       compiler_options: XLA options for both compiled steps (``jax.jit``'s
-        ``compiler_options``; e.g. ``jaxhw.models.fast_conv.compiler_options()``).
+        ``compiler_options``; e.g. ``jaxhw.train.xla_options.cpu_conv_options(True)``).
       steps_per_call: optimizer steps per device call (a ``lax.scan``); 0 (auto) means
         ``log_every``, the steps between two host reads of the loss, except on a CPU for
         models with convolutions: XLA's CPU backend runs convolutions inside a loop many

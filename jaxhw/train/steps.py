@@ -110,7 +110,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
                     lookahead: Lookahead | None = None):
     """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
     ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
-    ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.models.fast_conv.compiler_options``)."""
+    ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.train.xla_options.cpu_conv_options``)."""
     body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
 
     def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):

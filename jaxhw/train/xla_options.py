@@ -1,4 +1,8 @@
-"""XLA compile options for GPUs, passed per ``jax.jit`` (``compiler_options``).
+"""XLA compile options, passed per ``jax.jit`` (``compiler_options``).
+
+On a CPU, XLA hands every convolution to its YNNPACK library by default, whose convolutions
+trained this project's CNNs several times slower than XLA's built-in ones (README,
+Benchmarks): :func:`cpu_conv_options` keeps YNNPACK for matmuls and reductions only.
 
 XLA's GPU compiler autotunes every matmul and convolution fusion by running candidate
 kernels (cuBLAS algorithms, Triton tilings, cuDNN algorithms) on the device; on large
@@ -9,6 +13,13 @@ programs such as a BERT-base train step this is most of the compile time.
 from __future__ import annotations
 
 import jax
+
+# XLA's library fusions on the CPU: matmuls and reductions go to YNNPACK (its default),
+# convolutions do not (the default also sends LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION).
+CPU_CONV_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type":
+        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
+}
 
 AUTOTUNE_HELP = ("XLA GPU autotuning level: -1 keeps XLA's default; 0 turns autotuning off "
                  "(fastest compile, library heuristics pick the kernels); 1-4 tune with "
@@ -24,6 +35,12 @@ def gpu_compiler_options(autotune: int | None, backend: str | None = None
     if autotune > 4:
         raise ValueError(f"autotune level must lie in -1..4, got {autotune}")
     return {"xla_gpu_autotune_level": str(autotune)}
+
+
+def cpu_conv_options(fast: bool, backend: str | None = None) -> dict[str, str] | None:
+    """:data:`CPU_CONV_OPTIONS` when ``fast`` (jaxhw's CPU layers, ``jaxhw.ops.layers``) and
+    the backend (default: JAX's default backend) is the CPU, else None (XLA's defaults)."""
+    return dict(CPU_CONV_OPTIONS) if fast and (backend or jax.default_backend()) == "cpu" else None
 
 
 def merge(*options: dict[str, str] | None) -> dict[str, str] | None:

@@ -6,6 +6,8 @@ import numpy as np
 import optax
 import pytest
 
+from jaxhw import ops
+
 from jaxhw.config import ConfigError
 from jaxhw.experiment import Preprocess
 from jaxhw.models import BetterNet, InceptionCNN, SimpleCNN
@@ -32,15 +34,16 @@ def _bert(dtype):
 
 # name -> (build(dtype), example inputs)
 CASES = {
-    "simple_cnn": (lambda d: SimpleCNN(fast_conv=False, dtype=d),
+    "simple_cnn": (lambda d: SimpleCNN(dtype=d),
                    (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
-    "inception_cnn": (lambda d: InceptionCNN(fast_conv=False, dtype=d),
+    "inception_cnn": (lambda d: InceptionCNN(dtype=d),
                       (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
-    "betternet": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), fast_conv=False,
+    "betternet": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1),
                                       dtype=d),
                   (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
     "betternet_fast_conv": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1),
-                                                fast_conv=True, dtype=d),
+                                                conv=ops.conv_general_dilated,
+                                                max_pool=ops.max_pool, dtype=d),
                             (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
     "vit": (lambda d: VisionTransformer(patch_size=7, embed_dim=32, depth=2, num_heads=4,
                                         dtype=d),
@@ -72,7 +75,7 @@ def test_bfloat16_train_steps_lower_the_loss_and_keep_float32_state():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     y = (x.reshape(256, -1, 3).mean(1).argmax(1)).astype(np.int32)  # brightest channel
-    model = BetterNet(stem=8, widths=(16, 32), blocks=(0, 1), fast_conv=False, dtype=BF16)
+    model = BetterNet(stem=8, widths=(16, 32), blocks=(0, 1), dtype=BF16)
     trainer = Trainer(model, optax.sgd(0.05, 0.9), loss_fn=classification_loss(),
                       preprocess=Preprocess((0.5,) * 3, (0.25,) * 3), log_every=8)
     data = trainer.put(x, y)

@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhw.models.fast_conv import CPU_COMPILER_OPTIONS
+from jaxhw.train.xla_options import CPU_CONV_OPTIONS
 from jaxhw.train import classification_loss
 from tests.tiny import tiny_dataset, tiny_trainer
 
@@ -97,7 +97,7 @@ def test_compiler_options_reach_both_steps():
         bad.train_epoch(state, data, 32, jax.random.key(1), progress=False)
     # Valid options change the speed only.
     results = []
-    for options in (None, CPU_COMPILER_OPTIONS):
+    for options in (None, CPU_CONV_OPTIONS):
         trainer = tiny_trainer(compiler_options=options)
         state = trainer.init_state(jax.random.key(0), x[:1])
         state, loss = trainer.train_epoch(state, data, 32, jax.random.key(1), progress=False)

@@ -1,19 +1,16 @@
 """Max pooling whose backward pass is element-wise work instead of ``select_and_scatter``.
 
 ``flax.linen.max_pool`` lowers to ``lax.reduce_window``, whose gradient XLA computes with
-``select_and_scatter``: on the CPU backend that runs several times slower than the pooling
-itself. Forward + backward on this project's 2-core CPU: 2x2 pool over
-``[128, 32, 32, 32]`` (BetterNet's stem): 54 ms with ``reduce_window``, 2.5 ms here; 3x3,
-stride 1 over ``[128, 16, 16, 32]`` (its Inception pool branch): 51 ms and 3.4 ms; 2x2 over
-``[128, 26, 26, 8]`` (SimpleCNN): 4.1 ms and 1.3 ms. Here a pool is the maximum over the
+``select_and_scatter``, which XLA's CPU backend runs many times slower than the pooling
+itself (figures in the README's Benchmarks section). Here a pool is the maximum over the
 strided slices ("taps") of the input padded with -inf, one per window position (windows
-larger than 2x2 pool rows, then columns: fewer taps), and its
-backward pass sends each output's gradient to the first tap that holds the maximum, by
-padding it back into place. The values are the same, and so are the gradients wherever the
-window's maximum is unique (with ties, the gradient still goes to one maximal input).
+larger than 2x2 pool rows, then columns: fewer taps), and its backward pass sends each
+output's gradient to the first tap that holds the maximum, by padding it back into place.
+The values are the same, and so are the gradients wherever the window's maximum is unique
+(with ties, the gradient still goes to one maximal input).
 
-:func:`max_pool` has the signature of ``flax.linen.max_pool`` (NHWC, 2-D windows);
-:func:`pool_impl` picks it on the CPU and ``flax.linen.max_pool`` elsewhere.
+:func:`max_pool` has the signature of ``flax.linen.max_pool`` (NHWC, 2-D windows); the CNN
+modules take it as ``max_pool=``.
 """
 
 from __future__ import annotations
@@ -26,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxhw.models.fast_conv import Pads, output_size
+from jaxhw.ops.conv import Pads, output_size
 
 
 def _taps(x: jnp.ndarray, window: tuple[int, int], strides: tuple[int, int],
@@ -96,15 +93,6 @@ def max_pool(inputs: jnp.ndarray, window_shape: Sequence[int],
     if window[0] * window[1] <= 4:  # 2x2 and smaller: one pass (faster than two here)
         return _max_pool(inputs, window, strides, ((top, bottom), (left, right)))
     # A max over a rectangle is a max over its rows of a max over its columns: two passes of
-    # kh and kw taps instead of one of kh * kw (3x3, stride 1, [128, 16, 16, 32], forward +
-    # backward on a busy machine: 18 ms instead of 200 ms), with the same values.
+    # kh and kw taps instead of one of kh * kw (faster on the CPU), with the same values.
     x = _max_pool(inputs, (window[0], 1), (strides[0], 1), ((top, bottom), (0, 0)))
     return _max_pool(x, (1, window[1]), (1, strides[1]), ((0, 0), (left, right)))
-
-
-def pool_impl(fast: bool | None = None):
-    """The max pooling to use: :func:`max_pool` when ``fast`` (by default: when JAX's
-    default backend is the CPU), else ``flax.linen.max_pool``."""
-    if fast is None:
-        fast = jax.default_backend() == "cpu"
-    return max_pool if fast else nn.max_pool

@@ -1,32 +1,19 @@
-"""Fast 2-D convolutions on a CPU: an XLA compile option and a phase-split input gradient.
+"""A 2-D convolution for CPU training: a phase-split input gradient for strided layers.
 
-Two things made XLA's CPU convolutions slow in training on this project's 2-core CPU:
+XLA computes the input gradient of a strided convolution as a convolution over the output
+gradient dilated with zeros (at stride 2, four times the work). :func:`conv2d` keeps XLA's
+forward pass and weight gradient and computes the input gradient through
+:func:`phase_conv`: the same convolution written as one stride-1 convolution per input
+phase (the rows and columns congruent to ``(r, c)`` modulo the stride, each with the
+kernel taps that touch them), whose gradient is stride-1 convolutions and interleaving.
 
-1. XLA hands every convolution to its YNNPACK library by default, and YNNPACK's
-   convolutions ran up to 4x slower than XLA's built-in (Eigen) ones on the layers of
-   the ResidualBlock stack and BetterNet, most of all the weight gradient (10x for
-   SimpleCNN's 7x7 RGB layer: 42.9 vs 4.3 ms at batch 128); a few small layers were
-   faster with YNNPACK, by 0.3 ms at most. :data:`CPU_COMPILER_OPTIONS`, passed to
-   ``jax.jit(..., compiler_options=...)``, keeps YNNPACK for matmuls and reductions but
-   not for convolutions. Batch 256, 3x3 64->64 at 32x32 (ms, forward / input gradient /
-   weight gradient): YNNPACK 210 / 205 / 675, built-in 97 / 98 / 164; 3x3 64->128,
-   stride 2: forward 126 -> 47, weight gradient 230 -> 93. Compile options are per
-   ``jit`` and change no result beyond float rounding. The train and eval steps of
-   :class:`jaxhw.train.Trainer` take them (``compiler_options=``); jit your own step with
-   :func:`compiler_options` to get the same speed.
-2. The input gradient of a strided convolution, which XLA runs as a convolution over the
-   output gradient dilated with zeros (4x the work at stride 2): 3x3 64->128, stride 2,
-   batch 256 at 32x32: 153-162 ms, against a 46 ms forward pass. :func:`conv2d` keeps
-   XLA's forward pass and weight gradient and computes the input gradient through
-   :func:`phase_conv`: the same convolution written as one stride-1 convolution per
-   input phase (the rows and columns congruent to ``(r, c)`` modulo the stride, each with
-   the kernel taps that touch them), whose gradient is stride-1 convolutions and
-   interleaving. Same layer: 84 ms.
-
-``conv_general_dilated`` has the signature of ``lax.conv_general_dilated`` so it plugs into
-``flax.linen.Conv(conv_general_dilated=...)``: strided NHWC/HWIO convolutions with at
-least :data:`MIN_ROWS` output positions go through :func:`conv2d`, everything else to
-``lax`` unchanged. :func:`conv_impl` picks it only on a CPU; on a GPU ``lax`` (cuDNN) stays.
+:func:`conv_general_dilated` has the signature of ``lax.conv_general_dilated``, so it plugs
+into ``flax.linen.Conv(conv_general_dilated=...)`` (the CNN modules take it as ``conv=``):
+strided NHWC/HWIO convolutions with at least :data:`MIN_ROWS` output positions go through
+:func:`conv2d`, everything else to ``lax`` unchanged. It changes speed only; values and
+gradients agree with ``lax`` to float rounding. The other half of the CPU speed is an XLA
+compile option (``jaxhw.train.xla_options.cpu_conv_options``); the timings behind both
+are in the README's Benchmarks section.
 """
 
 from __future__ import annotations
@@ -39,15 +26,8 @@ import jax.numpy as jnp
 from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
-# XLA's library fusions on the CPU: matmuls and reductions go to YNNPACK (its default),
-# convolutions do not (the default also sends LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION).
-CPU_COMPILER_OPTIONS = {
-    "xla_cpu_experimental_ynn_fusion_type":
-        "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE",
-}
-# Strided layers with fewer output positions (batch x Ho x Wo) keep XLA's input gradient:
-# 3x3 64->128 stride 2, batch 128, 8x8 output (8,192): XLA 7.2 ms, phases 7.7 ms;
-# 3x3 128->256 stride 2, batch 256, 8x8 output (16,384): XLA 91 ms, phases 67 ms.
+# Strided layers with fewer output positions (batch x Ho x Wo) keep XLA's input gradient,
+# which was as fast or faster there (README, Benchmarks).
 MIN_ROWS = 16_384
 Pads = tuple[tuple[int, int], tuple[int, int]]
 
@@ -141,30 +121,3 @@ def conv_general_dilated(lhs, rhs, window_strides: Sequence[int], padding, lhs_d
     return lax.conv_general_dilated(
         lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dimension_numbers,
         feature_group_count, batch_group_count, precision, preferred_element_type)
-
-
-# The command-line choices (experiments' --conv flag) and the fast_conv value each means.
-CONV_CHOICES = {"auto": None, "fast": True, "lax": False}
-CONV_HELP = ("convolution and max pooling: auto (jaxhw's CPU versions - XLA's built-in "
-             "convolutions instead of YNNPACK's, a phase-split input gradient for strided "
-             "layers, pooling without select_and_scatter - on a CPU, lax/cuDNN elsewhere), "
-             "fast (jaxhw's on any backend) or lax (lax and XLA's defaults); speed only")
-
-
-def _use_fast(fast: bool | None) -> bool:
-    return jax.default_backend() == "cpu" if fast is None else fast
-
-
-def conv_impl(fast: bool | None = None):
-    """The convolution for flax ``nn.Conv``: :func:`conv_general_dilated` when ``fast`` (by
-    default: when JAX's default backend is the CPU), else ``lax.conv_general_dilated``
-    (cuDNN on GPUs)."""
-    return conv_general_dilated if _use_fast(fast) else lax.conv_general_dilated
-
-
-def compiler_options(fast: bool | None = None) -> dict[str, str] | None:
-    """``compiler_options`` for ``jax.jit`` that go with ``fast`` (as in :func:`conv_impl`):
-    :data:`CPU_COMPILER_OPTIONS` when fast and JAX's default backend is the CPU (the
-    options concern XLA's CPU backend only), else ``None`` (XLA's defaults)."""
-    return (dict(CPU_COMPILER_OPTIONS) if _use_fast(fast) and jax.default_backend() == "cpu"
-            else None)

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxhw.models.fast_pool import max_pool, pool_impl
+from jaxhw.ops.pool import max_pool
 
 CASES = [((2, 2), (2, 2), "VALID"), ((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "SAME"),
          ((3, 2), (2, 1), "VALID"), ((2, 2), (1, 1), ((1, 0), (0, 1)))]
@@ -30,8 +30,3 @@ def test_gradient_of_a_tied_window_goes_to_one_input():
 def test_by_hand():
     x = jnp.arange(16.0).reshape(1, 4, 4, 1)
     np.testing.assert_array_equal(max_pool(x, (2, 2), (2, 2))[0, :, :, 0], [[5, 7], [13, 15]])
-
-
-def test_pool_impl_follows_the_backend():
-    assert pool_impl(False) is nn.max_pool and pool_impl(True) is max_pool
-    assert pool_impl() is (max_pool if jax.default_backend() == "cpu" else nn.max_pool)

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 from jax import lax
 
-from jaxhw.models import fast_conv
-from jaxhw.models.fast_conv import (CPU_COMPILER_OPTIONS, compiler_options, conv2d,
-                                    conv_general_dilated, conv_impl, phase_conv)
+from jaxhw import ops
+from jaxhw.ops import conv as fast_conv
+from jaxhw.ops.conv import conv2d, conv_general_dilated, phase_conv
+from jaxhw.ops.pool import max_pool
+from jaxhw.train.xla_options import CPU_CONV_OPTIONS, cpu_conv_options
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -112,7 +114,7 @@ def test_flax_conv_outputs_and_gradients_unchanged(monkeypatch):
     monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # take the custom path at this tiny size
     x, _, _ = _inputs((10, 10), 3)
     plain = nn.Conv(6, (3, 3), strides=2)
-    fast = nn.Conv(6, (3, 3), strides=2, conv_general_dilated=conv_impl(True))
+    fast = nn.Conv(6, (3, 3), strides=2, conv_general_dilated=conv_general_dilated)
     params = plain.init(jax.random.key(1), x)
     np.testing.assert_allclose(fast.apply(params, x), plain.apply(params, x), rtol=1e-6)
     grads = [jax.grad(lambda p, x, m=m: jnp.sum(m.apply(p, x) ** 2), (0, 1))(params, x)
@@ -121,13 +123,15 @@ def test_flax_conv_outputs_and_gradients_unchanged(monkeypatch):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-4)
 
 
-def test_conv_impl_and_compiler_options_follow_the_backend():
-    cpu = jax.default_backend() == "cpu"
-    assert conv_impl(False) is lax.conv_general_dilated
-    assert conv_impl(True) is conv_general_dilated
-    assert conv_impl() is (conv_general_dilated if cpu else lax.conv_general_dilated)
-    assert compiler_options(False) is None
-    assert compiler_options() == (CPU_COMPILER_OPTIONS if cpu else None)
+def test_layers_and_compiler_options_follow_the_backend():
+    assert ops.layers("lax") == ops.Layers(lax.conv_general_dilated, nn.max_pool, False)
+    assert ops.layers("fast") == ops.Layers(conv_general_dilated, max_pool, True)
+    assert ops.layers("auto", backend="cpu").fast and not ops.layers("auto", backend="gpu").fast
+    assert ops.layers().fast == (jax.default_backend() == "cpu")
+    with pytest.raises(ValueError, match="unknown convolution choice 'cudnn'"):
+        ops.layers("cudnn")
+    assert cpu_conv_options(False, "cpu") is None and cpu_conv_options(True, "gpu") is None
+    assert cpu_conv_options(True, "cpu") == CPU_CONV_OPTIONS
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA CPU option")
@@ -138,7 +142,7 @@ def test_compiler_options_keep_convolutions_out_of_ynnpack():
         return lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=NHWC)
 
     default = jax.jit(conv)
-    fast = jax.jit(conv, compiler_options=compiler_options(True))
+    fast = jax.jit(conv, compiler_options=cpu_conv_options(True))
     np.testing.assert_allclose(fast(x, w), default(x, w), rtol=1e-5, atol=1e-4)
     # With XLA's defaults the convolution is a YNNPACK fusion; with the options it is not.
     assert '"__ynn_fusion"' in default.lower(x, w).compile().as_text()
@@ -150,7 +154,8 @@ def test_betternet_outputs_and_gradients_unchanged(monkeypatch):
 
     monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # every strided conv through the custom VJP
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    nets = [BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), fast_conv=f) for f in (False, True)]
+    nets = [BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), conv=o.conv, max_pool=o.max_pool)
+            for o in (ops.layers("lax"), ops.layers("fast"))]
     variables = nets[0].init(jax.random.key(3), x)
 
     def loss(net, params):
