@@ -147,7 +147,7 @@ def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
                64 if smoke else 128, "images/s")
     experiment("transformer_reverse", "transformer_toy",
                ["--task", "reverse", "--epochs", "1" if smoke else "2"]
-               + (["--train-size", "640", "--test-size", "64", "--dim", "32", "--ffn-dim", "64",
+               + (["--train-limit", "640", "--test-limit", "64", "--dim", "32", "--ffn-dim", "64",
                    "--layer-num", "1"] if smoke else []),
                64, "sequences/s", key="exact_sequence_accuracy")
 

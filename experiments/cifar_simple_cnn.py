@@ -31,14 +31,19 @@ class Config(RunConfig):
     conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
 
 
-def printouts(event: str, value) -> None:
-    if event == "finished":
+class OriginalPrintouts(RunningLossPrinter):
+    """The original notebook's lines: ``[epoch, step] loss: x.xxx`` every ``every``
+    mini-batches, ``Finished Training``, ``Saved Trained Model`` and
+    ``Accuracy of the network on the 10000 test images: NN %``."""
+
+    def on_train_end(self, directory):
         print("Finished Training")
-    elif event == "saved":
         print("Saved Trained Model")
-    elif event == "test":
-        print(f"Accuracy of the network on the {len(value.labels)} test images: "
-              f"{int(100 * value.accuracy)} %")
+
+    def on_test(self, result):
+        print(f"Accuracy of the network on the {len(result.labels)} test images: "
+              f"{int(100 * result.accuracy)} %")
+
 
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
@@ -50,7 +55,7 @@ def main(argv=None) -> None:
         make_tx=lambda steps: optax.sgd(cfg.lr, cfg.momentum),
         epochs=cfg.epochs, batch_size=cfg.batch_size,
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        hooks=[RunningLossPrinter(cfg.print_every)], printouts=printouts,
+        hooks=[OriginalPrintouts(cfg.print_every)],
         compiler_options=cpu_conv_options(layers.fast))
 
 

@@ -45,9 +45,11 @@ TASK_DEFAULTS = {
 
 @dataclasses.dataclass
 class Config(EngineConfig):
-    task: str = flag("random", f"random (the original demo) or a learnable task: {sorted(TASKS)}")
+    task: str = flag("random", "random (the original demo) or a learnable sequence task",
+                     choices=["random", *sorted(TASKS)])
     init: str = flag("flax", "parameter initialisation: flax (Flax defaults) or torch "
-                             "(PyTorch's nn.Linear / nn.Embedding defaults)")
+                             "(PyTorch's nn.Linear / nn.Embedding defaults)",
+                     choices=["flax", "torch"])
     vocab: int | None = flag(None, "vocabulary size incl. pad/BOS/EOS (default: 5000 random, "
                                    "20 sequence tasks)")
     dim: int | None = flag(None, "model width (default: 512 random, 64 sequence tasks)")
@@ -63,8 +65,10 @@ class Config(EngineConfig):
                                   "warm-up + cosine schedule for tasks)")
     steps: int = flag(100, "random task: full-batch steps")
     epochs: int = flag(8, "sequence tasks: passes over the training sequences")
-    train_size: int = flag(40000, "sequence tasks: distinct training sequences")
-    test_size: int = flag(2000, "sequence tasks: held-out sequences (disjoint from training)")
+    train_limit: int = flag(40000, "sequence tasks: distinct training sequences generated",
+                            aliases=["--train-size"])
+    test_limit: int = flag(2000, "sequence tasks: held-out sequences generated (disjoint from "
+                                 "training)", aliases=["--test-size"])
     checkpoint_dir: str | None = flag(None, "results (and for sequence tasks checkpoints, "
                                             "history and plots; default: "
                                             "checkpoints/transformer_<task>)")
@@ -145,12 +149,12 @@ def run_random(cfg: Config, dtype) -> None:
 def run_sequence_task(cfg: Config, dtype) -> None:
     max_len = cfg.seq_len + 2  # BOS + content + EOS
     ckpt = open_run(out_dir(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
-    train_src, train_tgt = sequence_task(cfg.task, cfg.train_size, cfg.vocab, cfg.min_len,
+    train_src, train_tgt = sequence_task(cfg.task, cfg.train_limit, cfg.vocab, cfg.min_len,
                                          cfg.seq_len, cfg.seed)
-    test_src, test_tgt = sequence_task(cfg.task, cfg.test_size, cfg.vocab, cfg.min_len,
+    test_src, test_tgt = sequence_task(cfg.task, cfg.test_limit, cfg.vocab, cfg.min_len,
                                        cfg.seq_len, cfg.seed + 1,
                                        exclude={r.tobytes() for r in train_src})
-    steps_per_epoch = cfg.train_size // cfg.batch_size
+    steps_per_epoch = cfg.train_limit // cfg.batch_size
     total = cfg.epochs * steps_per_epoch
     schedule = optax.warmup_cosine_decay_schedule(  # decay_steps counts the warm-up too
         0.0, cfg.lr, warmup_steps=min(500, total // 10), decay_steps=total)
@@ -167,7 +171,7 @@ def run_sequence_task(cfg: Config, dtype) -> None:
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     test_x, test_y = teacher_forcing(test_src, test_tgt)
     print(f"Transformer ({cfg.task}): {count_params(state.params):,} parameters, "
-          f"{cfg.train_size:,} train / {cfg.test_size:,} held-out sequences")
+          f"{cfg.train_limit:,} train / {cfg.test_limit:,} held-out sequences")
     state, history = trainer.fit(state, trainer.put(x, y), trainer.put(test_x, test_y),
                                  epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                                  checkpoints=ckpt, history=history,
@@ -185,7 +189,7 @@ def run_sequence_task(cfg: Config, dtype) -> None:
     pred = np.asarray(decode(state.params, jnp.asarray(test_src)))
     exact = float(np.mean(np.all(pred == test_tgt, axis=1)))
     decode_time = time.perf_counter() - t1
-    print(f"exact-sequence accuracy: {100 * exact:.2f}% ({cfg.test_size} held-out sequences, "
+    print(f"exact-sequence accuracy: {100 * exact:.2f}% ({cfg.test_limit} held-out sequences, "
           f"greedy decoding, {decode_time:.1f} s)")
 
     from jaxhw.plotting import plot_attention, plot_positional_encoding

@@ -19,14 +19,14 @@ import numpy as np
 import optax
 
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import crop_and_flip, get_spec, load_split, normalize, random_crop, random_erase
+from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
+                        random_erase, subset_indices)
 from jaxhw.data.pipeline import alternate_flip, preflip
-from jaxhw.train import (CheckpointError, Checkpoints, EvalResult, Hook, Trainer, TrainState,
-                         classification_loss, count_params, open_run, per_class_table,
-                         write_json)
+from jaxhw.train import (CheckpointError, Checkpoints, Data, EvalResult, Hook, Trainer,
+                         TrainState, classification_loss, count_params, open_run,
+                         per_class_table, write_json)
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.lookahead import Lookahead
-from jaxhw.train.loop import Data
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
 
@@ -149,11 +149,8 @@ class Preprocess:
 
 
 def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    if not limit or limit >= len(y):
-        return x, y
-    # Files are grouped by class: take a random subset, never the first rows.
-    idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:limit])
-    return x[idx], y[idx]
+    idx = subset_indices(len(y), limit, seed)
+    return (x, y) if idx is None else (x[idx], y[idx])
 
 
 def open_checkpoints(name: str, cfg: RunConfig) -> Checkpoints:
@@ -172,16 +169,16 @@ def train_classifier(
         name: str, cfg: RunConfig, ckpt: Checkpoints, trainer: Trainer, state: TrainState, *,
         train: Data, test: Data, final: Data | None = None, class_names: Sequence[str],
         epochs: int, batch_size: int, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        printouts: Callable[[str, Any], None] | None = None, extra: dict | None = None,
-        seed: int | None = None) -> tuple[dict, TrainState, EvalResult]:
+        extra: dict | None = None, seed: int | None = None
+        ) -> tuple[dict, TrainState, EvalResult]:
     """Resume (or, with ``--evaluate``, restore the best checkpoint), fit with per-epoch
     evaluation on ``test``, evaluate on ``final`` (default ``test``), and write
     ``results.json``, ``per_class_accuracy.md``, ``confusion_matrix.png`` and
     ``history.png`` next to the checkpoints.
 
-    ``printouts(event, value)`` is told ``"finished"``, ``"saved"`` (the checkpoint folder)
-    and ``"test"`` (the final :class:`EvalResult`) so an experiment can print the original
-    notebook's lines. ``seed`` (default ``--seed``) draws the shuffles. Returns the results
+    Every hook sees the fit loop's calls, then ``on_train_end(folder)`` and
+    ``on_test(final evaluation)``, so an experiment can print the original notebook's lines.
+    ``seed`` (default ``--seed``) draws the shuffles. Returns the results
     dict, the final state and the final evaluation.
     """
     seed = cfg.seed if seed is None else seed
@@ -198,9 +195,8 @@ def train_classifier(
             state, train, test, epochs=epochs, batch_size=batch_size, seed=seed,
             checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
             meta={"config": dataclasses.asdict(cfg)})
-        if printouts:
-            printouts("finished", None)
-            printouts("saved", ckpt.directory)
+        for hook in hooks:
+            hook.on_train_end(ckpt.directory)
     wall = time.perf_counter() - t0
 
     result = trainer.evaluate(state, test if final is None else final, eval_batch_size)
@@ -226,8 +222,8 @@ def train_classifier(
         write_json(ckpt.directory / "results.json", results)
     ckpt.close()
     print(table)
-    if printouts:
-        printouts("test", result)
+    for hook in hooks:
+        hook.on_test(result)
     print_timing(timing, results["dtype"])
     print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
           f"history.png")
@@ -297,7 +293,6 @@ def train_image_classifier(
         make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
         preprocess: Preprocess, label_smoothing: float = 0.0, tta: int = 0,
         hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        printouts: Callable[[str, Any], None] | None = None,
         compiler_options: dict[str, str] | None = None,
         make_lookahead: Callable[[int], Lookahead] | None = None,
         prepare_state: Callable[[TrainState, np.ndarray], TrainState] | None = None
@@ -313,13 +308,13 @@ def train_image_classifier(
     final train state and the folder the results were written to."""
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
-    checkpoints = seed_checkpoints(name, cfg)
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
     train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
     test_x, test_y = _subset(test.images, test.labels, cfg.test_limit, cfg.seed + 1)
     if batch_size > len(train_y):
         raise ConfigError(f"batch size {batch_size} exceeds the {len(train_y)} training images")
+    checkpoints = seed_checkpoints(name, cfg)  # after every check: --overwrite deletes a run
 
     steps_per_epoch = len(train_y) // batch_size
     images = train_x  # what prepare_state sees: the images as loaded
@@ -343,7 +338,7 @@ def train_image_classifier(
         results, state, _ = train_classifier(
             name, cfg, ckpt, trainer, state, train=train_data, test=test_data,
             class_names=get_spec(dataset).class_names, epochs=epochs, batch_size=batch_size,
-            hooks=hooks, eval_batch_size=eval_batch_size, printouts=printouts, seed=seed)
+            hooks=hooks, eval_batch_size=eval_batch_size, seed=seed)
         return results, state
 
     return run_seeds(name, cfg, checkpoints, run_one)

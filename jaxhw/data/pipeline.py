@@ -9,6 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def subset_indices(num_examples: int, limit: int, seed: int) -> np.ndarray | None:
+    """Sorted indices of a random ``limit`` of ``num_examples`` rows drawn with ``seed``, or
+    None when ``limit`` is 0 or covers everything. (The dataset files are grouped by
+    class, so a subset must be random, never the first rows.)"""
+    if not limit or limit >= num_examples:
+        return None
+    return np.sort(np.random.default_rng(seed).permutation(num_examples)[:limit])
+
+
 def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
     """Shuffled example indices for one epoch, ``[steps, batch_size]`` int32.
 

@@ -203,7 +203,7 @@ def _tfds_prepared(spec: DatasetSpec) -> bool:
     return bool(glob.glob(str(_tfds_dir() / spec.tfds_name / "*" / "dataset_info.json")))
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
+def reachable(url: str, timeout: float = 3.0) -> bool:
     """Whether an HTTP request to ``url`` gets any answer (an HTTP error status counts: the
     server is there). A bare TCP probe is not enough: sandboxes and proxies accept
     connections they cannot serve."""
@@ -217,7 +217,7 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
 
 
 def _load_tfds(spec: DatasetSpec, split: str) -> ImageSplit | TextSplit:
-    if not _tfds_prepared(spec) and not _reachable(spec.tfds_url):
+    if not _tfds_prepared(spec) and not reachable(spec.tfds_url):
         raise DataError(
             f"no data for {spec.name}: no local data directory was given and TensorFlow "
             f"Datasets cannot download it ({spec.tfds_url} is unreachable). Either pass "

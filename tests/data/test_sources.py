@@ -85,7 +85,7 @@ def test_unknown_names():
 def test_tfds_source_images(name, shape, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")  # absent on GPU machines without TF
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
-    monkeypatch.setattr(sources, "_reachable", lambda url, **kw: True)
+    monkeypatch.setattr(sources, "reachable", lambda url, **kw: True)
     with tfds.testing.mock_data(num_examples=12):
         split = load_split(name, "train")
     assert split.images.shape == (12, *shape) and split.images.dtype == np.uint8
@@ -95,7 +95,7 @@ def test_tfds_source_images(name, shape, monkeypatch):
 def test_tfds_source_text(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
-    monkeypatch.setattr(sources, "_reachable", lambda url, **kw: True)
+    monkeypatch.setattr(sources, "reachable", lambda url, **kw: True)
     with tfds.testing.mock_data(num_examples=5):
         split = load_split("imdb", "test")
     assert len(split.texts) == 5 and all(isinstance(t, str) for t in split.texts)
@@ -104,7 +104,7 @@ def test_tfds_source_text(monkeypatch):
 def test_offline_without_data_fails_fast_naming_both_options(tmp_path, monkeypatch):
     monkeypatch.delenv("JAXHW_DATA_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))  # nothing prepared there
-    monkeypatch.setattr(sources, "_reachable", lambda url, **kw: False)
+    monkeypatch.setattr(sources, "reachable", lambda url, **kw: False)
     start = time.perf_counter()
     with pytest.raises(DataError) as err:
         load_split("cifar10", "train")
@@ -116,5 +116,5 @@ def test_offline_without_data_fails_fast_naming_both_options(tmp_path, monkeypat
 
 def test_reachability_probe_times_out_quickly():
     start = time.perf_counter()
-    assert not sources._reachable("http://tfds-host.invalid/", timeout=0.5)  # never resolves
+    assert not sources.reachable("http://tfds-host.invalid/", timeout=0.5)  # never resolves
     assert time.perf_counter() - start < 3

@@ -24,7 +24,7 @@ def test_directory_without_weights_is_refused(tmp_path, tiny_model_dir):
 
 
 def test_offline_hub_name_fails_fast_naming_alternatives(monkeypatch):
-    monkeypatch.setattr(bert, "_reachable", lambda url, **kw: False)
+    monkeypatch.setattr(bert, "reachable", lambda url, **kw: False)
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="--model minilm.*local directory"):
         load_pretrained("some-org/not-cached-bert")
