@@ -137,3 +137,13 @@ def test_old_flag_spellings_still_work():
     assert (cfg.train_limit, cfg.test_limit) == (64, 8)
     vit = importlib.import_module("experiments.vit_fashion_mnist")
     assert config.parse(vit.Config, "", ["--drop-rate", "0.2"]).dropout == 0.2
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_help_shows_every_default(name):
+    from jaxhw import config
+    module = importlib.import_module(f"experiments.{name}")
+    parser = config.build_parser(module.Config, "", getattr(module, "PRESETS", None))
+    for action in parser._actions:
+        if action.dest not in ("help", "preset"):
+            assert "(default" in action.help, (name, action.dest, action.help)
