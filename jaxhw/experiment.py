@@ -240,7 +240,8 @@ def seed_checkpoints(name: str, cfg: RunConfig) -> list[tuple[int, Checkpoints]]
         return [(cfg.seed, open_checkpoints(name, cfg))]
     root = Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
-    return [(s, open_checkpoints(name, dataclasses.replace(cfg, checkpoint_dir=str(root / f"seed_{s}"))))
+    folder = lambda s: str(root / f"seed_{s}")  # noqa: E731
+    return [(s, open_checkpoints(name, dataclasses.replace(cfg, checkpoint_dir=folder(s))))
             for s in seeds]
 
 
