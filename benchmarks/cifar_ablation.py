@@ -55,12 +55,12 @@ def run_row(name: str, args: argparse.Namespace, work: Path) -> dict:
              "--compile-cache", args.compile_cache, "--overwrite"] + flags
             + shlex.split(args.extra))
     results = run_experiment("cifar_inception", argv, work / name)
-    seeds = results.get("seeds") or [{"seed": results["seed"], "accuracy": results["test_accuracy"],
-                                      "train_s": results["train_s"],
-                                      "compile_s": results["compile_s"]}]
-    accs = [s["accuracy"] for s in seeds]
-    mean = sum(accs) / len(accs)
-    std = (sum((a - mean) ** 2 for a in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+    if "seeds" in results:  # several seeds: run_seeds' summary
+        seeds, mean, std = results["seeds"], results["mean_accuracy"], results["std_accuracy"]
+    else:
+        seeds = [{"seed": results["seed"], "train_s": results["train_s"],
+                  "compile_s": results["compile_s"]}]
+        mean, std = results["test_accuracy"], 0.0
     return {"row": name, "change": change, "flags": flags, "mean_accuracy": mean,
             "std_accuracy": std, "seeds": len(seeds),
             "mean_train_s": sum(s["train_s"] for s in seeds) / len(seeds),

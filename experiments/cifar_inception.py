@@ -27,6 +27,7 @@ off for an ablation (``python -m benchmarks.cifar_ablation``).
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 import flax.linen as nn
 import jax
@@ -191,9 +192,9 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
     decay_all = cfg.decay == "all"
 
     def sgd(decay: float, lr_scale: float = 1.0) -> optax.GradientTransformation:
-        lr = (lambda step: lr_scale * schedule(step)) if lr_scale != 1.0 else schedule
         parts = [optax.add_decayed_weights(decay)] if decay else []
-        return optax.chain(*parts, optax.sgd(lr, momentum=cfg.momentum, nesterov=True))
+        return optax.chain(*parts, optax.sgd(lambda step: lr_scale * schedule(step),
+                                             momentum=cfg.momentum, nesterov=True))
 
     bias_steps = cfg.whiten_bias_epochs * steps_per_epoch
     frozen_after = optax.scale_by_schedule(lambda step: (step < bias_steps).astype(jnp.float32))
@@ -207,22 +208,26 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
     return optax.multi_transform(groups, param_groups)
 
 
-def set_whitening(cfg: Config, state: TrainState, train_images: np.ndarray) -> TrainState:
-    """Set the whitening stem's kernel from 5,000 random training images (normalised as
-    the model sees them)."""
+def whitening_init(cfg: Config, train_images: np.ndarray
+                   ) -> Callable[[TrainState], TrainState]:
+    """The whitening stem's kernel from 5,000 random training images (normalised as the
+    model sees them), computed once; returns what sets it in a fresh train state."""
     pick = np.random.default_rng(cfg.seed).permutation(len(train_images))[:5000]
-    x = np.asarray(normalize(train_images[pick], CIFAR_MEAN, CIFAR_STD))
-    params = jax.device_get(state.params)
-    kernel = whitening_kernel(x)
-    if params["whiten"]["kernel"].shape != kernel.shape:
-        raise ConfigError(f"whitening kernel {kernel.shape} does not fit the stem "
-                          f"{params['whiten']['kernel'].shape}")
-    params = {**params, "whiten": {**params["whiten"], "kernel": kernel}}
-    mesh = state.step.sharding.mesh
-    state = state.replace(params=replicate(params, mesh))
-    if state.slow:  # the lookahead's copy starts from the same weights
-        state = state.replace(slow={**state.slow, "params": replicate(params, mesh)})
-    return state
+    kernel = whitening_kernel(np.asarray(normalize(train_images[pick], CIFAR_MEAN, CIFAR_STD)))
+
+    def set_kernel(state: TrainState) -> TrainState:
+        params = jax.device_get(state.params)
+        if params["whiten"]["kernel"].shape != kernel.shape:
+            raise ConfigError(f"whitening kernel {kernel.shape} does not fit the stem "
+                              f"{params['whiten']['kernel'].shape}")
+        params = {**params, "whiten": {**params["whiten"], "kernel": kernel}}
+        mesh = state.step.sharding.mesh
+        state = state.replace(params=replicate(params, mesh))
+        if state.slow:  # the lookahead's copy starts from the same weights (own buffers)
+            state = state.replace(slow={**state.slow, "params": replicate(params, mesh)})
+        return state
+
+    return set_kernel
 
 
 def main(argv=None) -> None:
@@ -246,7 +251,7 @@ def main(argv=None) -> None:
         hooks=[OriginalPrintouts(cfg.print_every)],
         compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),
         make_lookahead=lookahead,
-        prepare_state=(lambda st, x: set_whitening(cfg, st, x)) if cfg.whiten else None)
+        init_from_data=(lambda x: whitening_init(cfg, x)) if cfg.whiten else None)
 
 
 if __name__ == "__main__":

@@ -153,10 +153,15 @@ def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.nda
     return (x, y) if idx is None else (x[idx], y[idx])
 
 
+def run_dir(name: str, cfg: RunConfig) -> Path:
+    """``--checkpoint-dir``, by default ``checkpoints/<name>``."""
+    return Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
+
+
 def open_checkpoints(name: str, cfg: RunConfig) -> Checkpoints:
     """The run's checkpoint folder under the ``--resume`` / ``--overwrite`` / ``--evaluate``
     rules (default ``checkpoints/<name>``)."""
-    out_dir = Path(cfg.checkpoint_dir or Path("checkpoints") / name)
+    out_dir = run_dir(name, cfg)
     if cfg.evaluate:
         ckpt = Checkpoints(out_dir)
         if ckpt.latest_epoch() is None:
@@ -238,7 +243,7 @@ def seed_checkpoints(name: str, cfg: RunConfig) -> list[tuple[int, Checkpoints]]
         raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
     if cfg.seeds == 1:
         return [(cfg.seed, open_checkpoints(name, cfg))]
-    root = Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
+    root = run_dir(name, cfg)
     seeds = [cfg.seed + k for k in range(cfg.seeds)]
     folder = lambda s: str(root / f"seed_{s}")  # noqa: E731
     return [(s, open_checkpoints(name, dataclasses.replace(cfg, checkpoint_dir=folder(s))))
@@ -296,14 +301,15 @@ def train_image_classifier(
         hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
         compiler_options: dict[str, str] | None = None,
         make_lookahead: Callable[[int], Lookahead] | None = None,
-        prepare_state: Callable[[TrainState, np.ndarray], TrainState] | None = None
+        init_from_data: Callable[[np.ndarray], Callable[[TrainState], TrainState]] | None = None
         ) -> tuple[dict, TrainState, Path]:
     """Load ``dataset`` (``--train-limit`` / ``--test-limit`` subsets), put it on the device,
     and :func:`train_classifier` ``model`` on it, once per seed (:func:`run_seeds`).
 
     ``make_tx(steps_per_epoch)`` builds the optimizer and ``make_lookahead(steps_per_epoch)``
-    the weight averaging (schedules need the step count); ``prepare_state(state, train
-    images)`` may set parameters from the data after initialisation (the whitening stem);
+    the weight averaging (schedules need the step count); ``init_from_data(train images)``
+    is called once and returns what is applied to every seed's freshly initialised state
+    (the whitening stem: its kernel is computed from the data once for all seeds);
     ``tta`` is the test-time augmentation level (see :class:`Trainer`);
     ``compiler_options`` go to the compiled steps. Returns the (last seed's) results dict,
     final train state and the folder the results were written to."""
@@ -318,7 +324,7 @@ def train_image_classifier(
     checkpoints = seed_checkpoints(name, cfg)  # after every check: --overwrite deletes a run
 
     steps_per_epoch = len(train_y) // batch_size
-    images = train_x  # what prepare_state sees: the images as loaded
+    adjust = init_from_data(train_x) if init_from_data else None  # the images as loaded
     if preprocess.alternate_flip:
         preprocess = dataclasses.replace(preprocess, steps_per_epoch=steps_per_epoch)
         train_x = preflip(cfg.seed, train_x)
@@ -333,8 +339,8 @@ def train_image_classifier(
 
     def run_one(seed: int, ckpt: Checkpoints) -> tuple[dict, TrainState]:
         state = trainer.init_state(jax.random.key(seed), train_x[:1])
-        if prepare_state is not None:
-            state = prepare_state(state, images)
+        if adjust is not None:
+            state = adjust(state)
         print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
         results, state, _ = train_classifier(
             name, cfg, ckpt, trainer, state, train=train_data, test=test_data,

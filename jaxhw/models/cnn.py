@@ -79,9 +79,8 @@ def batch_norm(train: bool, dtype: Dtype, bn: BatchNormSettings = BatchNormSetti
 
 
 def _layer_args(module: nn.Module) -> dict:
-    """What a CNN block hands on to the blocks inside it."""
-    return dict(conv=module.conv, max_pool=module.max_pool, dtype=module.dtype, bn=module.bn,
-                act=module.act)
+    """What a CNN block hands on to the ConvBN and ResidualBlock blocks inside it."""
+    return dict(conv=module.conv, dtype=module.dtype, bn=module.bn, act=module.act)
 
 
 class SimpleCNN(nn.Module):
@@ -116,7 +115,6 @@ class ConvBN(nn.Module):
     features: int
     kernel: int
     conv: ConvFn = lax.conv_general_dilated
-    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
@@ -180,7 +178,6 @@ class ResidualBlock(nn.Module):
     out_channels: int
     stride: int = 1
     conv: ConvFn = lax.conv_general_dilated
-    max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     bn: BatchNormSettings = BatchNormSettings()
     act: Activation = nn.relu
@@ -284,7 +281,8 @@ class BetterNet(nn.Module):
             x = pool(x)                                                 # [B, 16, 16, stem]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
-        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8, **ops)(x, train)
+        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
+                      max_pool=self.max_pool, **ops)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):

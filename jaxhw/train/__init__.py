@@ -11,7 +11,8 @@ from jaxhw.train.steps import (classification_loss, make_eval_step, make_train_s
 
 __all__ = [
     "CheckpointError", "Checkpoints", "Data", "EvalResult", "Hook", "RunningLossPrinter",
-    "TrainState", "Trainer", "classification_loss", "confusion", "count_params", "create_train_state",
-    "make_eval_step", "make_mesh", "make_train_step", "open_run", "per_class_accuracy",
-    "per_class_table", "replicate", "report", "sequence_loss", "write_json",
+    "TrainState", "Trainer", "classification_loss", "confusion", "count_params",
+    "create_train_state", "make_eval_step", "make_mesh", "make_train_step", "open_run",
+    "per_class_accuracy", "per_class_table", "replicate", "report", "sequence_loss",
+    "write_json",
 ]

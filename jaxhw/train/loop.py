@@ -175,7 +175,8 @@ class Trainer:
         m = compiled.memory_analysis()
         stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
                  "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
-        stats["peak"] = stats["arguments"] + stats["outputs"] - stats["aliased"] + stats["temporaries"]
+        stats["peak"] = (stats["arguments"] + stats["outputs"] - stats["aliased"]
+                         + stats["temporaries"])
         return stats
 
     # ------------------------------------------------------------------ setup
