@@ -55,7 +55,7 @@ def run_row(name: str, args: argparse.Namespace, work: Path) -> dict:
              "--compile-cache", args.compile_cache, "--overwrite"] + flags
             + shlex.split(args.extra))
     results = run_experiment("cifar_inception", argv, work / name)
-    if "seeds" in results:  # several seeds: run_seeds' summary
+    if "seeds" in results:  # several seeds: train_and_evaluate's summary
         seeds, mean, std = results["seeds"], results["mean_accuracy"], results["std_accuracy"]
     else:
         seeds = [{"seed": results["seed"], "train_s": results["train_s"],

@@ -27,10 +27,10 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import (RunConfig, engine_options, run_seeds, seed_checkpoints, start,
-                              train_classifier)
+from jaxhw.experiment import Plan, RunConfig, engine_trainer, start, train_and_evaluate
 from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
-from jaxhw.train import Hook, Trainer, count_params, replicate, report
+from jaxhw.train import Hook, TrainState, replicate, report
+from jaxhw.train.schedules import warmup_steps
 
 SPEC = get_spec("imdb")
 HANDOUT_SPLIT_SEED = 42  # the fixed seed of the 60/20/20 split
@@ -100,7 +100,7 @@ def splits(cfg: Config) -> dict[str, tuple[list[str], np.ndarray]]:
 
 
 def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
-    warmup = max(1, int(cfg.warmup * total_steps))
+    warmup = max(1, warmup_steps(cfg.warmup, total_steps))
     schedule = optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.lr, warmup),
          optax.linear_schedule(cfg.lr, 0.0, max(1, total_steps - warmup))], [warmup])
@@ -122,61 +122,64 @@ class ReportPrinter(Hook):
         print(report(result.labels, result.predictions, SPEC.class_names))
 
 
-def main(argv=None) -> None:
-    cfg = config.parse(Config, __doc__, argv, PRESETS)
-    dtype = start(cfg)
+def run(cfg: Config) -> dict:
+    """Fine-tune and test; returns what results.json holds."""
+    name = "bert_imdb"
     if cfg.head not in HEADS:
         raise ConfigError(f"unknown --head {cfg.head!r}; choose one of {HEADS}")
     if cfg.truncation not in TRUNCATIONS:
         raise ConfigError(f"unknown --truncation {cfg.truncation!r}; choose one of {TRUNCATIONS}")
     if not 1 <= cfg.buckets <= cfg.max_len // 8:
         raise ConfigError(f"--buckets must lie in [1, {cfg.max_len // 8}], got {cfg.buckets}")
-    data = splits(cfg)  # data and model first: a bad --data-dir or --model must fail
-    pretrained, tokenizer = load_pretrained(cfg.model)  # before --overwrite deletes a run
+    dtype = start(cfg, name)
+    data = splits(cfg)
+    pretrained, tokenizer = load_pretrained(cfg.model)
     if cfg.max_len > pretrained.config.max_position_embeddings:
         raise ConfigError(f"--max-len {cfg.max_len} exceeds the model's "
                           f"{pretrained.config.max_position_embeddings} positions")
-    checkpoints = seed_checkpoints("bert_imdb", cfg)
     boundaries = sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
-
-    def device_buckets(trainer, name):
-        texts, labels = data[name]
-        ids, mask = tokenize(texts, tokenizer, cfg.max_len, cfg.truncation)
-        return [trainer.put((i, m), y) for i, m, y in bucket_by_length(ids, mask, labels, boundaries)]
-
     total_steps = cfg.epochs * (len(data["train"][1]) // cfg.batch_size)
     model = BertClassifier(pretrained.config, cfg.head, cfg.head_hidden, cfg.head_dropout,
                            dtype=dtype)
-    trainer = Trainer(model, make_optimizer(cfg, max(total_steps, 1)),
-                      steps_per_call=cfg.steps_per_call, compiler_options=engine_options(cfg))
-    example = (np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))
-    train, val, test = (device_buckets(trainer, n) for n in ("train", "val", "test"))
-    n_train = len(data["train"][1])
-    print(f"bert_imdb: {cfg.model}, head {cfg.head}; {n_train:,} train / "
+    trainer = engine_trainer(cfg, model, make_optimizer(cfg, max(total_steps, 1)))
+
+    def device_buckets(split: str) -> list[dict]:
+        texts, labels = data[split]
+        ids, mask = tokenize(texts, tokenizer, cfg.max_len, cfg.truncation)
+        return [trainer.put((i, m), y)
+                for i, m, y in bucket_by_length(ids, mask, labels, boundaries)]
+
+    train, val, test = (device_buckets(split) for split in ("train", "val", "test"))
+    print(f"{name}: {cfg.model}, head {cfg.head}; {len(data['train'][1]):,} train / "
           f"{len(data['val'][1]):,} validation / {len(data['test'][1]):,} test reviews "
           f"({cfg.protocol}); buckets {boundaries} hold {[len(b['y']) for b in train]} "
           f"training reviews")
     trained_per_epoch = sum(len(b["y"]) // cfg.batch_size * cfg.batch_size for b in train)
     # A host copy: every seed gets fresh device buffers (a train step donates its state's).
     bert_weights = jax.device_get(pretrained.params)
+    example = (np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))
 
-    def run_one(seed: int, ckpt) -> tuple[dict, object]:
+    def init_state(seed: int) -> TrainState:
         state = trainer.init_state(jax.random.key(seed), example)
-        state = state.replace(params=replicate({**state.params, "bert": bert_weights},
-                                               trainer.mesh))
-        print(f"bert_imdb: {count_params(state.params):,} parameters, seed {seed}")
-        results, state, _ = train_classifier(
-            "bert_imdb", cfg, ckpt, trainer, state, train=train, test=val, final=test,
-            class_names=SPEC.class_names, epochs=cfg.epochs, batch_size=cfg.batch_size,
-            hooks=[ReportPrinter()], eval_batch_size=64,
-            extra={"train_reviews_per_epoch": trained_per_epoch}, seed=seed)
-        return results, state
+        return state.replace(params=replicate({**state.params, "bert": bert_weights},
+                                              trainer.mesh))
 
-    results, _, _ = run_seeds("bert_imdb", cfg, checkpoints, run_one)
-    if results["train_time_s"]:
+    def throughput(state: TrainState, folder, results: dict) -> dict:
+        if not results["train_time_s"]:
+            return {}
         rate = results["epochs"] * trained_per_epoch / results["train_time_s"]
         print(f"training throughput: {rate:.1f} sequences/s at --max-len {cfg.max_len} "
               f"(train steps only; validation time excluded)")
+        return {"train_sequences_per_s": rate}
+
+    plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
+                class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
+                finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch})
+    return train_and_evaluate(name, cfg, plan)
+
+
+def main(argv=None) -> None:
+    run(config.parse(Config, __doc__, argv, PRESETS))
 
 
 if __name__ == "__main__":

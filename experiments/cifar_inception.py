@@ -38,11 +38,14 @@ import optax
 from jaxhw import cli, config, ops
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import normalize
-from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
+from jaxhw.data.pipeline import preflip
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, engine_trainer, image_plan,
+                              load_images, start, train_and_evaluate)
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
-from jaxhw.train import TrainState, replicate
+from jaxhw.train import TrainState, classification_loss, replicate
 from jaxhw.train.lookahead import Lookahead
+from jaxhw.train.schedules import warmup_steps
 from jaxhw.train.xla_options import cpu_conv_options
 
 from experiments.cifar_simple_cnn import OriginalPrintouts  # the original notebook's lines
@@ -176,7 +179,7 @@ def param_groups(params) -> dict:
 
 
 def make_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
-    warm = max(int(cfg.warmup * total_steps), 1)
+    warm = max(warmup_steps(cfg.warmup, total_steps), 1)
     if cfg.schedule == "linear":  # airbench's: 0.2 -> 1 over the warm-up, then -> 0.07
         return optax.join_schedules([
             optax.linear_schedule(0.2 * cfg.lr, cfg.lr, warm),
@@ -230,28 +233,40 @@ def whitening_init(cfg: Config, train_images: np.ndarray
     return set_kernel
 
 
-def main(argv=None) -> None:
-    cfg = config.parse(Config, __doc__, argv, PRESETS)
+def run(cfg: Config) -> dict:
+    """Train and test the chosen network; returns what results.json holds."""
     if cfg.whiten and cfg.model != "betternet":
         raise ConfigError("--whiten is a BetterNet option; drop it or use --model betternet")
     if cfg.bn_bias_lr <= 0:
         raise ConfigError(f"--bn-bias-lr must be positive, got {cfg.bn_bias_lr}")
     if cfg.tta_translate and not cfg.tta:
         raise ConfigError("--tta-translate needs --tta")
-    dtype = start(cfg)
-    lookahead = (lambda spe: Lookahead(cfg.epochs * spe, spe)) if cfg.lookahead else None
-    train_image_classifier(
-        "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}", cfg,
-        dataset="cifar10", model=build_model(cfg, dtype),
-        make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
-        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
-        tta=(2 if cfg.tta_translate else 1) if cfg.tta else 0,
-        preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
-                              pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip),
-        hooks=[OriginalPrintouts(cfg.print_every)],
+    name = "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}"
+    dtype = start(cfg, name)
+    model = build_model(cfg, dtype)
+    images = load_images(cfg, "cifar10", cfg.batch_size)
+    steps_per_epoch = len(images.train_y) // cfg.batch_size
+    # The whitening stem comes from the images as loaded, before any flip.
+    set_stem = whitening_init(cfg, images.train_x) if cfg.whiten else None
+    if cfg.alternate_flip:  # a random half of the images is mirrored once, for good
+        images = images.replace(train_x=preflip(cfg.seed, images.train_x))
+    trainer = engine_trainer(
+        cfg, model, make_optimizer(cfg, steps_per_epoch),
         compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),
-        make_lookahead=lookahead,
-        init_from_data=(lambda x: whitening_init(cfg, x)) if cfg.whiten else None)
+        loss_fn=classification_loss(cfg.label_smoothing),
+        preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
+                              pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip,
+                              steps_per_epoch=steps_per_epoch),
+        tta=(2 if cfg.tta_translate else 1) if cfg.tta else 0,
+        lookahead=Lookahead(cfg.epochs * steps_per_epoch, steps_per_epoch) if cfg.lookahead
+        else None)
+    plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      hooks=[OriginalPrintouts(cfg.print_every)], adjust=set_stem)
+    return train_and_evaluate(name, cfg, plan)
+
+
+def main(argv=None) -> None:
+    run(config.parse(Config, __doc__, argv, PRESETS))
 
 
 if __name__ == "__main__":

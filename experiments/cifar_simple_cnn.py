@@ -15,7 +15,8 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import flag
 from jaxhw import ops
-from jaxhw.experiment import CONV_HELP, Preprocess, RunConfig, start, train_image_classifier
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, engine_trainer, image_plan,
+                              load_images, start, train_and_evaluate)
 from jaxhw.models import SimpleCNN
 from jaxhw.train import RunningLossPrinter
 from jaxhw.train.xla_options import cpu_conv_options
@@ -45,18 +46,23 @@ class OriginalPrintouts(RunningLossPrinter):
               f"{int(100 * result.accuracy)} %")
 
 
-def main(argv=None) -> None:
-    cfg = config.parse(Config, __doc__, argv)
-    dtype = start(cfg)
+def run(cfg: Config) -> dict:
+    """Train and test the SimpleCNN; returns what results.json holds."""
+    name = "cifar_simple_cnn"
+    dtype = start(cfg, name)
+    images = load_images(cfg, "cifar10", cfg.batch_size)
     layers = ops.layers(cfg.conv)
-    train_image_classifier(
-        "cifar_simple_cnn", cfg, dataset="cifar10",
-        model=SimpleCNN(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype),
-        make_tx=lambda steps: optax.sgd(cfg.lr, cfg.momentum),
-        epochs=cfg.epochs, batch_size=cfg.batch_size,
-        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
-        hooks=[OriginalPrintouts(cfg.print_every)],
-        compiler_options=cpu_conv_options(layers.fast))
+    trainer = engine_trainer(
+        cfg, SimpleCNN(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype),
+        optax.sgd(cfg.lr, cfg.momentum), compiler_options=cpu_conv_options(layers.fast),
+        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))  # to [-1, 1]
+    plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      hooks=[OriginalPrintouts(cfg.print_every)])
+    return train_and_evaluate(name, cfg, plan)
+
+
+def main(argv=None) -> None:
+    run(config.parse(Config, __doc__, argv))
 
 
 if __name__ == "__main__":

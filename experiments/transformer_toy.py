@@ -29,10 +29,14 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.data.toy import BOS, EOS, TASKS, random_tokens, sequence_task
+from jaxhw.data import subset_indices
+from jaxhw.data.toy import (BOS, EOS, TASKS, load_task_splits, random_tokens,
+                            save_task_splits, task_splits)
+from jaxhw.experiment import (Plan, RunConfig, engine_trainer, print_timing, run_dir, start,
+                              timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
-from jaxhw.experiment import EngineConfig, engine_options, print_timing, start, timing_summary
-from jaxhw.train import Hook, Trainer, count_params, open_run, sequence_loss, write_json
+from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
+from jaxhw.train.schedules import warmup_steps
 
 # Defaults per task: the original demo's sizes, and a small model for the sequence tasks.
 TASK_DEFAULTS = {
@@ -41,10 +45,11 @@ TASK_DEFAULTS = {
     "sequence": dict(vocab=20, dim=64, head_num=4, layer_num=2, ffn_dim=256, seq_len=16,
                      batch_size=64, lr=1e-3),
 }
+MAX_WARMUP_STEPS = 500  # long runs need no longer warm-up than this
 
 
 @dataclasses.dataclass
-class Config(EngineConfig):
+class Config(RunConfig):
     task: str = flag("random", "random (the original demo) or a learnable sequence task",
                      choices=["random", *sorted(TASKS)])
     init: str = flag("flax", "parameter initialisation: flax (Flax defaults) or torch "
@@ -63,18 +68,32 @@ class Config(EngineConfig):
     batch_size: int | None = flag(None, "sequences per step (default: 64)")
     lr: float | None = flag(None, "Adam learning rate (default: 1e-4 random; 1e-3 peak of a "
                                   "warm-up + cosine schedule for tasks)")
+    warmup: float = flag(0.1, "sequence tasks: fraction of the steps spent warming up (at "
+                              f"most {MAX_WARMUP_STEPS} steps)")
     steps: int = flag(100, "random task: full-batch steps")
     epochs: int = flag(8, "sequence tasks: passes over the training sequences")
-    train_limit: int = flag(40000, "sequence tasks: distinct training sequences generated",
+    data_dir: str | None = flag(None, "sequence tasks: folder whose transformer_<task>/ holds "
+                                      "train.npz and test.npz (int arrays src, tgt; 0-padded, "
+                                      "BOS/EOS framed), yours or written by an earlier run; "
+                                      "when absent they are generated and written there "
+                                      "(default: generated in memory)")
+    train_limit: int = flag(40000, "sequence tasks: distinct training sequences generated (of "
+                                   "a --data-dir of your own: a random subset of this many)",
                             aliases=["--train-size"])
-    test_limit: int = flag(2000, "sequence tasks: held-out sequences generated (disjoint from "
-                                 "training)", aliases=["--test-size"])
+    test_limit: int = flag(2000, "sequence tasks: held-out sequences generated, disjoint from "
+                                 "training (of your own: a random subset)",
+                           aliases=["--test-size"])
     checkpoint_dir: str | None = flag(None, "results (and for sequence tasks checkpoints, "
                                             "history and plots; default: "
                                             "checkpoints/transformer_<task>)")
     resume: bool = flag(False, "sequence tasks: continue from the latest checkpoint")
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
+    evaluate: bool = flag(False, "sequence tasks: do not train; restore the best checkpoint "
+                                 "and evaluate it")
     seed: int = flag(0, "seed of the data, initialisation, shuffling and dropout")
+    seeds: int = flag(1, "sequence tasks: train this many seeds (--seed, --seed + 1, ...; the "
+                         "data stays that of --seed) back to back, compiling once; "
+                         "results.json summarises their exact-sequence accuracies")
 
 
 PRESETS = {
@@ -89,6 +108,14 @@ def resolve(cfg: Config) -> Config:
         raise ConfigError(f"unknown --task {cfg.task!r}; choose random or one of {sorted(TASKS)}")
     if cfg.init not in ("flax", "torch"):
         raise ConfigError(f"--init must be flax or torch, got {cfg.init!r}")
+    if cfg.task == "random":
+        used = [f for f, on in (("--resume", cfg.resume), ("--evaluate", cfg.evaluate),
+                                ("--seeds", cfg.seeds != 1), ("--data-dir", cfg.data_dir))
+                if on]
+        if used:
+            raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
+                              f"{' / '.join(sorted(TASKS))}); the random demo runs "
+                              f"--steps steps and writes results.json")
     defaults = TASK_DEFAULTS["random" if cfg.task == "random" else "sequence"]
     cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
                                       if getattr(cfg, k) is None})
@@ -116,16 +143,15 @@ class EpochPrinter(Hook):
             print(f"Epoch: {epoch}, Loss: {loss}")
 
 
-def out_dir(cfg: Config) -> Path:
-    return Path(cfg.checkpoint_dir or f"checkpoints/transformer_{cfg.task}")
-
-
-def run_random(cfg: Config, dtype) -> None:
+def run_random(cfg: Config, dtype) -> dict:
+    """The original demo: ``--steps`` full-batch steps on random tokens, each loss printed;
+    no checkpoints (it takes a minute on a GPU). Returns what results.json holds."""
     src, tgt = random_tokens(cfg.batch_size, cfg.seq_len, cfg.vocab, cfg.seed)
     x, y = teacher_forcing(src, tgt)
     tx = optax.adam(cfg.lr, b1=0.9, b2=0.98, eps=1e-9)
-    trainer = Trainer(build(cfg, cfg.seq_len, dtype), tx, loss_fn=sequence_loss(), pad_label=0,
-                      steps_per_call=1, compiler_options=engine_options(cfg))
+    trainer = engine_trainer(dataclasses.replace(cfg, steps_per_call=1),
+                             build(cfg, cfg.seq_len, dtype), tx, loss_fn=sequence_loss(),
+                             pad_label=0)
     state = trainer.init_state(jax.random.key(cfg.seed), (x[0][:1], x[1][:1]))
     data = trainer.put(x, y)
     print(f"Transformer: {count_params(state.params):,} parameters, init {cfg.init}")
@@ -140,80 +166,114 @@ def run_random(cfg: Config, dtype) -> None:
               "step_ms": 1000 * float(np.median(times))}
     print(f"time per step: {np.median(times):.3f} s (median; compilation excluded)")
     print_timing(timing, jnp.dtype(dtype).name)
-    write_json(out_dir(cfg) / "results.json", {
+    results = {
         "task": "random", "first_loss": losses[0], "last_loss": losses[-1], "losses": losses,
         **timing, "dtype": jnp.dtype(dtype).name, "parameters": count_params(state.params),
-        "config": dataclasses.asdict(cfg)})
+        "config": dataclasses.asdict(cfg)}
+    write_json(run_dir("transformer_random", cfg) / "results.json", results)
+    return results
 
 
-def run_sequence_task(cfg: Config, dtype) -> None:
+def sequences(cfg: Config) -> tuple[tuple, tuple]:
+    """The task's train and held-out ``(src, tgt)``: from ``--data-dir`` when it holds them
+    (limited to random subsets of ``--train-limit`` / ``--test-limit``), else generated
+    (and written to ``--data-dir`` when one is given)."""
+    settings = {"task": cfg.task, "train": cfg.train_limit, "test": cfg.test_limit,
+                "vocab": cfg.vocab, "min_len": cfg.min_len, "max_len": cfg.seq_len,
+                "seed": cfg.seed}
+    folder = Path(cfg.data_dir).expanduser() / f"transformer_{cfg.task}" if cfg.data_dir else None
+    loaded = load_task_splits(folder, settings, cfg.vocab, cfg.seq_len) if folder else None
+    if loaded is None:
+        try:
+            loaded = task_splits(cfg.task, cfg.train_limit, cfg.test_limit, cfg.vocab,
+                                 cfg.min_len, cfg.seq_len, cfg.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if folder:
+            save_task_splits(folder, *loaded, settings)
+            print(f"generated sequences written to {folder}")
+        return loaded
+    print(f"sequences read from {folder}")
+    limited = []
+    for (src, tgt), limit, seed in zip(loaded, (cfg.train_limit, cfg.test_limit),
+                                       (cfg.seed, cfg.seed + 1)):
+        pick = subset_indices(len(src), limit if limit < len(src) else 0, seed)
+        limited.append((src, tgt) if pick is None else (src[pick], tgt[pick]))
+    return limited[0], limited[1]
+
+
+def decode_and_plot(model: Transformer, test_src: np.ndarray, test_tgt: np.ndarray,
+                    max_len: int):
+    """What runs after the final evaluation (:class:`~jaxhw.experiment.Plan`'s ``finish``):
+    greedy decoding of the held-out sources (compiled once for every seed), the
+    exact-sequence accuracy, and the attention and positional-encoding plots."""
+    compiled = {}
+    src = jnp.asarray(test_src)
+
+    def finish(state: TrainState, folder: Path, results: dict) -> dict:
+        timing = {"decode_trace_s": 0.0, "decode_compile_s": 0.0}
+        if "decode" not in compiled:
+            t0 = time.perf_counter()
+            lowered = jax.jit(lambda params, s: greedy_decode(model, params, s, BOS, EOS,
+                                                              max_len)).lower(state.params, src)
+            t1 = time.perf_counter()
+            compiled["decode"] = lowered.compile()
+            timing = {"decode_trace_s": t1 - t0, "decode_compile_s": time.perf_counter() - t1}
+        t1 = time.perf_counter()
+        pred = np.asarray(compiled["decode"](state.params, src))
+        exact = float(np.mean(np.all(pred == test_tgt, axis=1)))
+        decode_time = time.perf_counter() - t1
+        print(f"exact-sequence accuracy: {100 * exact:.2f}% ({len(test_src)} held-out "
+              f"sequences, greedy decoding, {decode_time:.1f} s)")
+        from jaxhw.plotting import plot_attention, plot_positional_encoding
+        plot_positional_encoding(max_len, model.dim, folder / "positional_encoding.png")
+        _, inter = model.apply({"params": state.params}, src[:1], jnp.asarray(pred[:1, :-1]),
+                               mutable=["intermediates"])
+        plot_attention(inter["intermediates"], test_src[0], pred[0], folder / "attention.png")
+        return {"exact_sequence_accuracy": exact, "decode_time_s": decode_time, **timing}
+
+    return finish
+
+
+def run_sequence_task(cfg: Config, dtype) -> dict:
+    """Train on a sequence task with teacher forcing, then decode the held-out sequences;
+    returns what results.json holds."""
+    name = f"transformer_{cfg.task}"
     max_len = cfg.seq_len + 2  # BOS + content + EOS
-    ckpt = open_run(out_dir(cfg), resume=cfg.resume, overwrite=cfg.overwrite)
-    train_src, train_tgt = sequence_task(cfg.task, cfg.train_limit, cfg.vocab, cfg.min_len,
-                                         cfg.seq_len, cfg.seed)
-    test_src, test_tgt = sequence_task(cfg.task, cfg.test_limit, cfg.vocab, cfg.min_len,
-                                       cfg.seq_len, cfg.seed + 1,
-                                       exclude={r.tobytes() for r in train_src})
-    steps_per_epoch = cfg.train_limit // cfg.batch_size
-    total = cfg.epochs * steps_per_epoch
+    (train_src, train_tgt), (test_src, test_tgt) = sequences(cfg)
+    if not 1 <= cfg.batch_size <= len(train_src):
+        raise ConfigError(f"--batch-size {cfg.batch_size} must lie in 1..{len(train_src)} "
+                          f"(the training sequences)")
+    if cfg.epochs < 1:
+        raise ConfigError(f"--epochs must be positive, got {cfg.epochs}")
+    total = cfg.epochs * (len(train_src) // cfg.batch_size)
     schedule = optax.warmup_cosine_decay_schedule(  # decay_steps counts the warm-up too
-        0.0, cfg.lr, warmup_steps=min(500, total // 10), decay_steps=total)
-    tx = optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-9)
+        0.0, cfg.lr, warmup_steps=min(MAX_WARMUP_STEPS, warmup_steps(cfg.warmup, total)),
+        decay_steps=total)
     model = build(cfg, max_len, dtype)
-    trainer = Trainer(model, tx, loss_fn=sequence_loss(), eval_loss_fn=sequence_loss(),
-                      pad_label=0, steps_per_call=cfg.steps_per_call,
-                      compiler_options=engine_options(cfg))
+    trainer = engine_trainer(cfg, model, optax.adam(schedule, b1=0.9, b2=0.98, eps=1e-9),
+                             loss_fn=sequence_loss(), eval_loss_fn=sequence_loss(), pad_label=0)
     x, y = teacher_forcing(train_src, train_tgt)
-    state = trainer.init_state(jax.random.key(cfg.seed), (x[0][:1], x[1][:1]))
-    history = []
-    if cfg.resume:
-        state, history, _ = trainer.resume(ckpt, state)
-        print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     test_x, test_y = teacher_forcing(test_src, test_tgt)
-    print(f"Transformer ({cfg.task}): {count_params(state.params):,} parameters, "
-          f"{cfg.train_limit:,} train / {cfg.test_limit:,} held-out sequences")
-    state, history = trainer.fit(state, trainer.put(x, y), trainer.put(test_x, test_y),
-                                 epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                                 checkpoints=ckpt, history=history,
-                                 meta={"config": dataclasses.asdict(cfg)})
-    timing = timing_summary(trainer, history)
+    init = lambda seed: trainer.init_state(jax.random.key(seed), (x[0][:1], x[1][:1]))  # noqa: E731
+    print(f"Transformer ({cfg.task}): {len(train_src):,} train / {len(test_src):,} held-out "
+          f"sequences")
+    plan = Plan(trainer, trainer.put(x, y), trainer.put(test_x, test_y), init, cfg.epochs,
+                cfg.batch_size, finish=decode_and_plot(model, test_src, test_tgt, max_len),
+                metric="exact_sequence_accuracy", extra={"task": cfg.task})
+    return train_and_evaluate(name, cfg, plan)
 
-    decode = jax.jit(lambda params, src: greedy_decode(model, params, src, BOS, EOS, max_len))
-    t0 = time.perf_counter()
-    decode = decode.lower(state.params, jnp.asarray(test_src))
-    t1 = time.perf_counter()
-    decode = decode.compile()
-    timing["trace_s"] += t1 - t0
-    timing["compile_s"] += time.perf_counter() - t1
-    t1 = time.perf_counter()
-    pred = np.asarray(decode(state.params, jnp.asarray(test_src)))
-    exact = float(np.mean(np.all(pred == test_tgt, axis=1)))
-    decode_time = time.perf_counter() - t1
-    print(f"exact-sequence accuracy: {100 * exact:.2f}% ({cfg.test_limit} held-out sequences, "
-          f"greedy decoding, {decode_time:.1f} s)")
 
-    from jaxhw.plotting import plot_attention, plot_positional_encoding
-    plot_positional_encoding(max_len, cfg.dim, ckpt.directory / "positional_encoding.png")
-    _, inter = model.apply({"params": state.params}, jnp.asarray(test_src[:1]),
-                           jnp.asarray(pred[:1, :-1]), mutable=["intermediates"])
-    plot_attention(inter["intermediates"], test_src[0], pred[0], ckpt.directory / "attention.png")
-    write_json(ckpt.directory / "results.json", {
-        "task": cfg.task, "exact_sequence_accuracy": exact, "train_time_s": timing["train_s"],
-        **timing, "dtype": jnp.dtype(dtype).name, "steps_per_call": trainer.block,
-        "decode_time_s": decode_time, "parameters": count_params(state.params),
-        "config": dataclasses.asdict(cfg), "history": history})
-    ckpt.close()
-    print_timing(timing, jnp.dtype(dtype).name)
-    print(f"results, attention.png and positional_encoding.png in {ckpt.directory}")
+def run(cfg: Config) -> dict:
+    """The demo or a sequence task, as ``--task`` says; returns what results.json holds."""
+    cfg = resolve(cfg)
+    if cfg.task == "random":
+        return run_random(cfg, start(cfg))
+    return run_sequence_task(cfg, start(cfg, f"transformer_{cfg.task}"))
 
 
 def main(argv=None) -> None:
-    cfg = resolve(config.parse(Config, __doc__, argv, PRESETS))
-    dtype = start(cfg)
-    if cfg.task == "random":
-        run_random(cfg, dtype)
-    else:
-        run_sequence_task(cfg, dtype)
+    run(config.parse(Config, __doc__, argv, PRESETS))
 
 
 if __name__ == "__main__":

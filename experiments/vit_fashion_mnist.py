@@ -18,6 +18,8 @@ behind each choice, with their figures, are in the README (Results, ViT).
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +28,12 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import get_spec, load_split
-from jaxhw.experiment import Preprocess, RunConfig, start, train_image_classifier
+from jaxhw.data import get_spec
+from jaxhw.experiment import (Images, Preprocess, RunConfig, engine_trainer, image_plan,
+                              load_images, start, train_and_evaluate)
 from jaxhw.models.vit import VisionTransformer
-from jaxhw.train import Hook
+from jaxhw.train import Hook, TrainState, classification_loss
+from jaxhw.train.schedules import warmup_steps
 
 # Fashion-MNIST train-set pixel mean and standard deviation (pixels scaled to [0, 1]).
 FMNIST_MEAN, FMNIST_STD = (0.2860,), (0.3530,)
@@ -53,7 +57,8 @@ class Config(RunConfig):
                                    "as in the original)", choices=["adamw", "adam"])
     lr: float = flag(3e-3, "peak learning rate")
     weight_decay: float = flag(0.3, "AdamW decoupled weight decay on weight matrices")
-    warmup_epochs: float = flag(1.0, "epochs of linear warm-up (adamw)")
+    warmup: float = flag(1 / 22, "fraction of the steps spent warming up (adamw; at most "
+                                 "half; the default is one epoch of 22)")
     label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
     crop_pad: int = flag(0, "random-crop padding in pixels (0 disables cropping)")
     flip: bool = flag(True, "random horizontal flips while training")
@@ -65,7 +70,7 @@ class Config(RunConfig):
 PRESETS = {
     "best": {},
     "fast": dict(patch_size=7, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0, epochs=6,
-                 lr=3e-3, weight_decay=0.05, warmup_epochs=0.5, crop_pad=0, tta=False),
+                 lr=3e-3, weight_decay=0.05, warmup=0.5 / 6, crop_pad=0, tta=False),
     "student": dict(patch_size=4, embed_dim=32, depth=8, num_heads=4, mlp_ratio=4.0, epochs=5,
                     optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
                     crop_pad=0, flip=False, tta=False),
@@ -73,7 +78,7 @@ PRESETS = {
     # allowed, with the regularisers that long runs need (crops, erasing, stochastic
     # depth). Aim: >= 93.0 % within 60 s of training on one H200 (not yet measured).
     "gpu": dict(patch_size=4, embed_dim=128, depth=6, num_heads=8, mlp_ratio=2.0, epochs=25,
-                batch_size=512, lr=2e-3, weight_decay=0.1, warmup_epochs=2.0, crop_pad=2,
+                batch_size=512, lr=2e-3, weight_decay=0.1, warmup=2 / 25, crop_pad=2,
                 erase=0.25, drop_path=0.1),
     "original": dict(patch_size=4, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0,
                      epochs=5, optimizer="adam", lr=5e-3, weight_decay=0.0, label_smoothing=0.0,
@@ -101,7 +106,7 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
         raise ConfigError(f"--optimizer must be adam or adamw, got {cfg.optimizer!r}")
     total = cfg.epochs * steps_per_epoch
     schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, warmup_steps=min(int(cfg.warmup_epochs * steps_per_epoch), total // 2),
+        0.0, cfg.lr, warmup_steps=min(warmup_steps(cfg.warmup, total), total // 2),
         decay_steps=total)  # decay_steps counts the warm-up too
 
     def decay_mask(params):  # weight matrices only; not the class token or position table
@@ -126,27 +131,41 @@ class OriginalPrintouts(Hook):
         print(f"Test accuracy: {100 * result.accuracy:.2f}%")
 
 
+def attention_plot(cfg: Config, model: VisionTransformer, images: Images
+                   ) -> Callable[[TrainState, Path, dict], dict]:
+    """What draws the attention maps of 6 random test images (``attention.png``) with a
+    trained state, for :class:`~jaxhw.experiment.Plan`'s ``finish``."""
+    pick = np.random.default_rng(cfg.seed).choice(len(images.test_y), 6, replace=False)
+    shown = images.test_x[pick]
+
+    def draw(state: TrainState, folder: Path, results: dict) -> dict:
+        x = Preprocess(FMNIST_MEAN, FMNIST_STD)(jax.random.key(0), jnp.asarray(shown), False)
+        logits, inter = model.apply(state.variables(), x, mutable=["intermediates"])
+        from jaxhw.plotting import plot_vit_attention
+        plot_vit_attention(shown, inter["intermediates"], cfg.patch_size,
+                           folder / "attention.png",
+                           titles=[f"{SPEC.class_names[t]} -> {SPEC.class_names[p]}" for t, p in
+                                   zip(images.test_y[pick], np.asarray(logits).argmax(-1))])
+        return {}
+
+    return draw
+
+
 def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
-    """Train one configuration and draw its attention maps; returns the results dict (the
-    sweep uses it too)."""
-    model = build_model(cfg, start(cfg))
-    results, state, out_dir = train_image_classifier(
-        name, cfg, dataset="fashion_mnist", model=model,
-        make_tx=lambda steps: make_optimizer(cfg, steps), epochs=cfg.epochs,
-        batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing, tta=int(cfg.tta),
+    """Train one configuration and draw its attention maps; returns what results.json
+    holds (the sweep uses it too)."""
+    dtype = start(cfg, name)
+    model = build_model(cfg, dtype)
+    images = load_images(cfg, "fashion_mnist", cfg.batch_size)
+    trainer = engine_trainer(
+        cfg, model, make_optimizer(cfg, len(images.train_y) // cfg.batch_size),
+        loss_fn=classification_loss(cfg.label_smoothing), tta=int(cfg.tta),
         preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip,
-                              erase=cfg.erase),
-        hooks=[OriginalPrintouts(cfg.epochs)])
-    test = load_split("fashion_mnist", "test", cfg.data_dir)
-    pick = np.random.default_rng(cfg.seed).choice(len(test), 6, replace=False)
-    images = test.images[pick]
-    x = Preprocess(FMNIST_MEAN, FMNIST_STD)(jax.random.key(0), jnp.asarray(images), False)
-    logits, inter = model.apply(state.variables(), x, mutable=["intermediates"])
-    from jaxhw.plotting import plot_vit_attention
-    plot_vit_attention(images, inter["intermediates"], cfg.patch_size, out_dir / "attention.png",
-                       titles=[f"{SPEC.class_names[t]} -> {SPEC.class_names[p]}" for t, p in
-                               zip(test.labels[pick], np.asarray(logits).argmax(-1))])
-    return results
+                              erase=cfg.erase))
+    plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
+                      hooks=[OriginalPrintouts(cfg.epochs)],
+                      finish=attention_plot(cfg, model, images))
+    return train_and_evaluate(name, cfg, plan)
 
 
 def main(argv=None) -> None:

@@ -90,7 +90,8 @@ def main(argv=None) -> None:
             continue
         run_cfg = vit_fashion_mnist.Config(
             **{**BASE, **SETTINGS[name]}, epochs=cfg.epochs, lr=cfg.lr, seed=cfg.seed,
-            batch_size=cfg.batch_size, warmup_epochs=0.5, tta=False,  # as in the committed run
+            batch_size=cfg.batch_size, warmup=0.5 / cfg.epochs, tta=False,  # as committed:
+            # half an epoch of warm-up, no flip averaging
             weight_decay=0.05,
             data_dir=cfg.data_dir, checkpoint_dir=f"{cfg.checkpoint_dir}/{name}", overwrite=True,
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,

@@ -1,9 +1,11 @@
-"""What the classification experiments share: common flags, the checkpoint-folder rules,
-and one function that resumes, trains with the engine, evaluates and writes the results.
+"""The one runner every experiment uses: common flags, the checkpoint-folder rules, and
+:func:`train_and_evaluate`, which trains a :class:`Plan` once per seed with the engine,
+evaluates it and writes the results.
 
-An image experiment is then a config dataclass, a model, an optimizer and a call to
-:func:`train_image_classifier`; the BERT experiment prepares its own token buckets and
-calls :func:`train_classifier`.
+Every experiment has the same shape (``run(cfg) -> results``): check the flags, load the
+data, build the model and a :class:`~jaxhw.train.Trainer` (:func:`engine_trainer`), hand
+them over as a :class:`Plan` (for images, :func:`load_images` + :func:`image_plan`), and
+call :func:`train_and_evaluate`.
 """
 
 from __future__ import annotations
@@ -21,12 +23,10 @@ import optax
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
                         random_erase, subset_indices)
-from jaxhw.data.pipeline import alternate_flip, preflip
-from jaxhw.train import (CheckpointError, Checkpoints, Data, EvalResult, Hook, Trainer,
-                         TrainState, classification_loss, count_params, open_run,
-                         per_class_table, write_json)
+from jaxhw.data.pipeline import alternate_flip
+from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
+                         open_run, per_class_table, write_json)
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
-from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
 
@@ -59,9 +59,13 @@ def engine_options(cfg: EngineConfig, base: dict[str, str] | None = None
     return merge(base, gpu_compiler_options(cfg.gpu_autotune))
 
 
-def start(cfg: EngineConfig) -> Any:
-    """What every experiment does first: turn the compilation cache on (or off), resolve
-    ``--dtype``, and say where it runs. Returns the compute dtype."""
+def start(cfg: EngineConfig, name: str | None = None) -> Any:
+    """What every experiment does first: check the engine flags (and with ``name``, the
+    run folders' ``--resume`` / ``--overwrite`` rules, before any data is loaded), turn
+    the compilation cache on (or off), resolve ``--dtype``, and say where it runs.
+    Returns the compute dtype."""
+    if name is not None:
+        check_run_folders(name, cfg)
     if cfg.steps_per_call < 0:
         raise ConfigError(f"--steps-per-call must be 0 or more, got {cfg.steps_per_call}")
     engine_options(cfg)  # checks --gpu-autotune
@@ -118,9 +122,8 @@ class Preprocess:
     normalise per channel, and when training apply random erasing (probability ``erase``),
     a random crop (``pad`` pixels of ``pad_mode`` padding) and flips: random ones
     (``flip``), or airbench's alternating ones (``alternate_flip``: the training images
-    are mirrored for a random half once, by :func:`train_image_classifier`, then all of
-    them in every odd epoch; ``steps_per_epoch`` says where epochs end and is filled in by
-    :func:`train_image_classifier`)."""
+    are mirrored for a random half once, ``jaxhw.data.pipeline.preflip``, then all of
+    them in every odd epoch; ``steps_per_epoch`` says where epochs end)."""
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
@@ -148,45 +151,127 @@ class Preprocess:
         return x
 
 
-def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = subset_indices(len(y), limit, seed)
-    return (x, y) if idx is None else (x[idx], y[idx])
+def run_dir(name: str, cfg: RunConfig, seed: int | None = None) -> Path:
+    """Where a run writes: ``--checkpoint-dir`` (default ``checkpoints/<name>``), and with
+    several ``--seeds`` its ``seed_<seed>`` subfolder for each seed."""
+    root = Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
+    return root if seed is None or cfg.seeds == 1 else root / f"seed_{seed}"
 
 
-def run_dir(name: str, cfg: RunConfig) -> Path:
-    """``--checkpoint-dir``, by default ``checkpoints/<name>``."""
-    return Path(cfg.checkpoint_dir or Path("checkpoints") / name).expanduser()
+def run_seeds_of(cfg: RunConfig) -> list[int]:
+    """The seeds ``--seed``, ``--seed + 1``, ... of ``--seeds``."""
+    if cfg.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
+    return [cfg.seed + k for k in range(cfg.seeds)]
 
 
-def open_checkpoints(name: str, cfg: RunConfig) -> Checkpoints:
-    """The run's checkpoint folder under the ``--resume`` / ``--overwrite`` / ``--evaluate``
-    rules (default ``checkpoints/<name>``)."""
-    out_dir = run_dir(name, cfg)
+def check_run_folders(name: str, cfg: RunConfig) -> None:
+    """Apply the ``--resume`` / ``--overwrite`` / ``--evaluate`` rules to every seed's folder
+    without changing anything, so that a conflict is reported before data is loaded."""
+    for seed in run_seeds_of(cfg):
+        folder = run_dir(name, cfg, seed)
+        if cfg.evaluate:
+            if cfg.resume or cfg.overwrite:
+                raise ConfigError("--evaluate excludes --resume and --overwrite")
+            check_run(folder, resume=True, overwrite=False, flag="--evaluate")
+        else:
+            check_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
+
+
+def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
+    """A seed's checkpoint folder, opened under the ``--resume`` / ``--overwrite`` /
+    ``--evaluate`` rules (``--overwrite`` deletes what it holds)."""
     if cfg.evaluate:
-        ckpt = Checkpoints(out_dir)
-        if ckpt.latest_epoch() is None:
-            raise CheckpointError(f"--evaluate: no checkpoint in {ckpt.directory}; train first")
-        return ckpt
-    return open_run(out_dir, resume=cfg.resume, overwrite=cfg.overwrite)
+        check_run(folder, resume=True, overwrite=False, flag="--evaluate")
+        return Checkpoints(folder)
+    return open_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
 
 
-def train_classifier(
-        name: str, cfg: RunConfig, ckpt: Checkpoints, trainer: Trainer, state: TrainState, *,
-        train: Data, test: Data, final: Data | None = None, class_names: Sequence[str],
-        epochs: int, batch_size: int, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        extra: dict | None = None, seed: int | None = None
-        ) -> tuple[dict, TrainState, EvalResult]:
-    """Resume (or, with ``--evaluate``, restore the best checkpoint), fit with per-epoch
-    evaluation on ``test``, evaluate on ``final`` (default ``test``), and write
-    ``results.json``, ``per_class_accuracy.md``, ``confusion_matrix.png`` and
-    ``history.png`` next to the checkpoints.
+def engine_trainer(cfg: EngineConfig, model: nn.Module, tx: optax.GradientTransformation,
+                   compiler_options: dict[str, str] | None = None, **kwargs) -> Trainer:
+    """A :class:`Trainer` with the engine flags applied (``--steps-per-call``,
+    ``--gpu-autotune`` on top of ``compiler_options``); ``kwargs`` go to the Trainer."""
+    return Trainer(model, tx, steps_per_call=cfg.steps_per_call,
+                   compiler_options=engine_options(cfg, compiler_options), **kwargs)
+
+
+@dataclasses.dataclass
+class Plan:
+    """What an experiment hands :func:`train_and_evaluate`: its compiled steps, its data
+    on the device, and how each seed starts and ends.
+
+    ``init_state(seed)`` returns a fresh state; ``test`` is evaluated after every epoch and
+    ``final`` (default ``test``) at the end; ``class_names`` asks for the per-class table
+    and the confusion matrix; ``finish(state, folder, results)`` runs after the final
+    evaluation (decoding, attention plots, ...) and returns entries for results.json;
+    ``metric`` is the results entry that ``--seeds`` summarises; ``extra`` holds constant
+    entries for results.json."""
+
+    trainer: Trainer
+    train: Data
+    test: Data
+    init_state: Callable[[int], TrainState]
+    epochs: int
+    batch_size: int
+    final: Data | None = None
+    class_names: Sequence[str] | None = None
+    hooks: Sequence[Hook] = ()
+    eval_batch_size: int = 500
+    finish: Callable[[TrainState, Path, dict], dict] | None = None
+    metric: str = "test_accuracy"
+    extra: dict = dataclasses.field(default_factory=dict)
+
+
+def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
+    """Train ``plan`` once per seed of ``--seeds`` (compiling once) and return the results
+    written to ``--checkpoint-dir``/results.json: one seed's (see :func:`_train_one`), or
+    for several a summary of every seed's, each of which keeps its own folder
+    ``seed_<s>``. Every seed's folder is opened (``--overwrite`` deletes) only now, after
+    the experiment has checked its flags, data and model."""
+    seeds = run_seeds_of(cfg)
+    folders = {s: open_checkpoints(run_dir(name, cfg, s), cfg) for s in seeds}
+    if len(seeds) == 1:
+        return _train_one(name, cfg, plan, seeds[0], folders[seeds[0]])
+    rows, compiled = [], 0.0
+    for seed in seeds:
+        print(f"--- seed {seed} ({len(rows) + 1} of {len(seeds)}) ---")
+        results = _train_one(name, cfg, plan, seed, folders[seed])
+        rows.append({"seed": seed, "accuracy": results[plan.metric],
+                     "train_s": results["train_s"], "compile_s": results["compile_s"] - compiled})
+        compiled = results["compile_s"]  # the later seeds reuse the first one's programs
+    accuracies = np.array([r["accuracy"] for r in rows])
+    summary = {
+        "experiment": name, "metric": plan.metric, "seeds": rows,
+        "mean_accuracy": float(accuracies.mean()), "std_accuracy": float(accuracies.std(ddof=1)),
+        "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
+        "device": results["device"], "dtype": results["dtype"],
+        "config": dataclasses.asdict(cfg)}
+    root = run_dir(name, cfg)
+    if jax.process_index() == 0:
+        write_json(root / "results.json", summary)
+    print(f"{'seed':>6} {'accuracy':>9} {'train s':>8} {'compile s':>10}")
+    for r in rows:
+        print(f"{r['seed']:>6} {100 * r['accuracy']:>8.2f}% {r['train_s']:>8.2f} "
+              f"{r['compile_s']:>10.2f}")
+    print(f"mean {plan.metric.replace('_', ' ')} {100 * summary['mean_accuracy']:.2f}% (std "
+          f"{100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
+          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}; "
+          f"results: {root / 'results.json'}")
+    return summary
+
+
+def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoints) -> dict:
+    """One seed: a fresh state; resume (or, with ``--evaluate``, restore the best
+    checkpoint); fit with per-epoch evaluation on ``plan.test``; evaluate on
+    ``plan.final``; write ``results.json`` and ``history.png`` (with class names also
+    ``per_class_accuracy.md`` and ``confusion_matrix.png``) next to the checkpoints.
 
     Every hook sees the fit loop's calls, then ``on_train_end(folder)`` and
-    ``on_test(final evaluation)``, so an experiment can print the original notebook's lines.
-    ``seed`` (default ``--seed``) draws the shuffles. Returns the results
-    dict, the final state and the final evaluation.
-    """
-    seed = cfg.seed if seed is None else seed
+    ``on_test(final evaluation)``, so an experiment can print the original notebook's
+    lines. ``seed`` draws the initialisation and the shuffles."""
+    trainer = plan.trainer
+    state = plan.init_state(seed)
+    print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
     history: list[dict] = []
     if cfg.evaluate:
         state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
@@ -197,21 +282,25 @@ def train_classifier(
     t0 = time.perf_counter()
     if not cfg.evaluate:
         state, history = trainer.fit(
-            state, train, test, epochs=epochs, batch_size=batch_size, seed=seed,
-            checkpoints=ckpt, history=history, hooks=hooks, eval_batch_size=eval_batch_size,
-            meta={"config": dataclasses.asdict(cfg)})
-        for hook in hooks:
+            state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
+            seed=seed, checkpoints=ckpt, history=history, hooks=plan.hooks,
+            eval_batch_size=plan.eval_batch_size, meta={"config": dataclasses.asdict(cfg)})
+        for hook in plan.hooks:
             hook.on_train_end(ckpt.directory)
     wall = time.perf_counter() - t0
 
-    result = trainer.evaluate(state, test if final is None else final, eval_batch_size)
-    table = per_class_table(result.labels, result.predictions, class_names)
+    result = trainer.evaluate(state, plan.test if plan.final is None else plan.final,
+                              plan.eval_batch_size)
     primary = jax.process_index() == 0  # one writer when several hosts train together
+    table = None
+    if plan.class_names is not None:
+        table = per_class_table(result.labels, result.predictions, plan.class_names)
     if primary:
-        (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
         from jaxhw.plotting import plot_confusion, plot_history  # matplotlib when needed
-        plot_confusion(result.labels, result.predictions, class_names,
-                       ckpt.directory / "confusion_matrix.png")
+        if table is not None:
+            (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
+            plot_confusion(result.labels, result.predictions, plan.class_names,
+                           ckpt.directory / "confusion_matrix.png")
         if history:
             plot_history(history, ckpt.directory / "history.png")
     timing = timing_summary(trainer, history)
@@ -220,132 +309,75 @@ def train_classifier(
         "test_examples": len(result.labels), "epochs": len(history),
         "train_time_s": timing["train_s"], **timing, "dtype": compute_dtype(cfg.dtype).name,
         "steps_per_call": trainer.block, "wall_time_this_run_s": wall,
-        "parameters": count_params(state.params), "seed": seed,
-        **(extra or {}), "config": dataclasses.asdict(cfg), "history": history,
+        "parameters": count_params(state.params), "seed": seed, **plan.extra,
     }
+    if plan.finish is not None:
+        results.update(plan.finish(state, ckpt.directory, results))
+    results.update({"config": dataclasses.asdict(cfg), "history": history})
     if primary:
         write_json(ckpt.directory / "results.json", results)
     ckpt.close()
-    print(table)
-    for hook in hooks:
+    if table is not None:
+        print(table)
+    for hook in plan.hooks:
         hook.on_test(result)
     print_timing(timing, results["dtype"])
-    print(f"results: {ckpt.directory / 'results.json'}; plots: confusion_matrix.png, "
-          f"history.png")
-    return results, state, result
+    print(f"results: {ckpt.directory / 'results.json'}; plots: "
+          f"{', '.join(sorted(p.name for p in ckpt.directory.glob('*.png')))}")
+    return results
 
 
-def seed_checkpoints(name: str, cfg: RunConfig) -> list[tuple[int, Checkpoints]]:
-    """The checkpoint folder of every seed of ``--seeds``, opened (so checked against the
-    ``--resume`` / ``--overwrite`` rules) before anything trains: the run's own folder for
-    one seed, ``<checkpoint dir>/seed_<s>`` for each of several."""
-    if cfg.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
-    if cfg.seeds == 1:
-        return [(cfg.seed, open_checkpoints(name, cfg))]
-    root = run_dir(name, cfg)
-    seeds = [cfg.seed + k for k in range(cfg.seeds)]
-    folder = lambda s: str(root / f"seed_{s}")  # noqa: E731
-    return [(s, open_checkpoints(name, dataclasses.replace(cfg, checkpoint_dir=folder(s))))
-            for s in seeds]
+@dataclasses.dataclass(frozen=True)
+class Images:
+    """An image dataset as loaded: ``train_x [N, H, W, C] uint8``, ``train_y [N]``, the
+    same for the test split, and the class names."""
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    class_names: tuple[str, ...]
+
+    def replace(self, **changes) -> "Images":
+        return dataclasses.replace(self, **changes)
 
 
-def run_seeds(name: str, cfg: RunConfig, checkpoints: list[tuple[int, Checkpoints]],
-              run_one: Callable[[int, Checkpoints], tuple[dict, TrainState]]
-              ) -> tuple[dict, TrainState, Path]:
-    """Train every seed of :func:`seed_checkpoints` back to back: ``run_one(seed,
-    checkpoints)`` trains one and returns its results dict (with ``compile_s`` so far) and
-    final state.
-
-    With several seeds, the parent folder's ``results.json`` holds ``seeds`` (a list of
-    ``{seed, accuracy, train_s, compile_s}``, ``compile_s`` being what that seed compiled:
-    the later seeds reuse the first one's programs), ``mean_accuracy``, ``std_accuracy``,
-    ``mean_train_s``, ``device`` and ``dtype``. Returns the last seed's results and state,
-    and the folder of the results."""
-    if len(checkpoints) == 1:
-        seed, ckpt = checkpoints[0]
-        results, state = run_one(seed, ckpt)
-        return results, state, ckpt.directory
-    root = checkpoints[0][1].directory.parent
-    rows, compiled = [], 0.0
-    for seed, ckpt in checkpoints:
-        print(f"--- seed {seed} ({len(rows) + 1} of {len(checkpoints)}) ---")
-        results, state = run_one(seed, ckpt)
-        rows.append({"seed": seed, "accuracy": results["test_accuracy"],
-                     "train_s": results["train_s"], "compile_s": results["compile_s"] - compiled})
-        compiled = results["compile_s"]
-    accuracies = np.array([r["accuracy"] for r in rows])
-    summary = {
-        "experiment": name, "seeds": rows, "mean_accuracy": float(accuracies.mean()),
-        "std_accuracy": float(accuracies.std(ddof=1)),
-        "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
-        "device": results["device"], "dtype": results["dtype"],
-        "config": dataclasses.asdict(cfg)}
-    if jax.process_index() == 0:
-        write_json(root / "results.json", summary)
-    print(f"{'seed':>6} {'accuracy':>9} {'train s':>8} {'compile s':>10}")
-    for r in rows:
-        print(f"{r['seed']:>6} {100 * r['accuracy']:>8.2f}% {r['train_s']:>8.2f} "
-              f"{r['compile_s']:>10.2f}")
-    print(f"mean test accuracy {100 * summary['mean_accuracy']:.2f}% (std "
-          f"{100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
-          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}; "
-          f"results: {root / 'results.json'}")
-    return results, state, root
-
-
-def train_image_classifier(
-        name: str, cfg: RunConfig, *, dataset: str, model: nn.Module,
-        make_tx: Callable[[int], optax.GradientTransformation], epochs: int, batch_size: int,
-        preprocess: Preprocess, label_smoothing: float = 0.0, tta: int = 0,
-        hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-        compiler_options: dict[str, str] | None = None,
-        make_lookahead: Callable[[int], Lookahead] | None = None,
-        init_from_data: Callable[[np.ndarray], Callable[[TrainState], TrainState]] | None = None
-        ) -> tuple[dict, TrainState, Path]:
-    """Load ``dataset`` (``--train-limit`` / ``--test-limit`` subsets), put it on the device,
-    and :func:`train_classifier` ``model`` on it, once per seed (:func:`run_seeds`).
-
-    ``make_tx(steps_per_epoch)`` builds the optimizer and ``make_lookahead(steps_per_epoch)``
-    the weight averaging (schedules need the step count); ``init_from_data(train images)``
-    is called once and returns what is applied to every seed's freshly initialised state
-    (the whitening stem: its kernel is computed from the data once for all seeds);
-    ``tta`` is the test-time augmentation level (see :class:`Trainer`);
-    ``compiler_options`` go to the compiled steps. Returns the (last seed's) results dict,
-    final train state and the folder the results were written to."""
-    if epochs < 1 or batch_size < 1:
-        raise ConfigError(f"epochs ({epochs}) and batch size ({batch_size}) must be positive")
+def load_images(cfg: RunConfig, dataset: str, batch_size: int) -> Images:
+    """``dataset`` from ``--data-dir`` with the ``--train-limit`` / ``--test-limit``
+    subsets, checked against ``batch_size``."""
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be positive, got {batch_size}")
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
     train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
     test_x, test_y = _subset(test.images, test.labels, cfg.test_limit, cfg.seed + 1)
     if batch_size > len(train_y):
         raise ConfigError(f"batch size {batch_size} exceeds the {len(train_y)} training images")
-    checkpoints = seed_checkpoints(name, cfg)  # after every check: --overwrite deletes a run
+    return Images(train_x, train_y, test_x, test_y, tuple(get_spec(dataset).class_names))
 
-    steps_per_epoch = len(train_y) // batch_size
-    adjust = init_from_data(train_x) if init_from_data else None  # the images as loaded
-    if preprocess.alternate_flip:
-        preprocess = dataclasses.replace(preprocess, steps_per_epoch=steps_per_epoch)
-        train_x = preflip(cfg.seed, train_x)
-    trainer = Trainer(model, make_tx(steps_per_epoch),
-                      loss_fn=classification_loss(label_smoothing), preprocess=preprocess,
-                      tta=tta, compiler_options=engine_options(cfg, compiler_options),
-                      steps_per_call=cfg.steps_per_call,
-                      lookahead=make_lookahead(steps_per_epoch) if make_lookahead else None)
-    print(f"{name}: {len(train_y):,} train / {len(test_y):,} test images, {steps_per_epoch} "
-          f"steps per epoch, {jax.device_count()} x {jax.devices()[0].platform}")
-    train_data, test_data = trainer.put(train_x, train_y), trainer.put(test_x, test_y)
 
-    def run_one(seed: int, ckpt: Checkpoints) -> tuple[dict, TrainState]:
-        state = trainer.init_state(jax.random.key(seed), train_x[:1])
-        if adjust is not None:
-            state = adjust(state)
-        print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
-        results, state, _ = train_classifier(
-            name, cfg, ckpt, trainer, state, train=train_data, test=test_data,
-            class_names=get_spec(dataset).class_names, epochs=epochs, batch_size=batch_size,
-            hooks=hooks, eval_batch_size=eval_batch_size, seed=seed)
-        return results, state
+def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = subset_indices(len(y), limit, seed)
+    return (x, y) if idx is None else (x[idx], y[idx])
 
-    return run_seeds(name, cfg, checkpoints, run_one)
+
+def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batch_size: int,
+               hooks: Sequence[Hook] = (),
+               adjust: Callable[[TrainState], TrainState] | None = None,
+               finish: Callable[[TrainState, Path, dict], dict] | None = None) -> Plan:
+    """The :class:`Plan` of an image classifier: ``images`` put on the device once, each
+    seed's fresh state passed through ``adjust`` (e.g. setting a stem computed from the
+    data)."""
+    if epochs < 1:
+        raise ConfigError(f"epochs must be positive, got {epochs}")
+
+    def init_state(seed: int) -> TrainState:
+        state = trainer.init_state(jax.random.key(seed), images.train_x[:1])
+        return state if adjust is None else adjust(state)
+
+    print(f"{name}: {len(images.train_y):,} train / {len(images.test_y):,} test images, "
+          f"{len(images.train_y) // batch_size} steps per epoch, {jax.device_count()} x "
+          f"{jax.devices()[0].platform}")
+    return Plan(trainer, trainer.put(images.train_x, images.train_y),
+                trainer.put(images.test_x, images.test_y), init_state, epochs, batch_size,
+                class_names=images.class_names, hooks=hooks, finish=finish)

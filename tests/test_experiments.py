@@ -7,7 +7,7 @@ import time
 import pytest
 
 import experiments
-from jaxhw import cli
+from jaxhw import cli, config
 from jaxhw.data import sources
 
 MODULES = sorted(m.name for m in pkgutil.iter_modules(experiments.__path__) if not m.ispkg)
@@ -122,10 +122,12 @@ def test_every_experiment_speaks_one_flag_vocabulary(name, capsys):
     with pytest.raises(SystemExit):
         module.main(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--lr", "--train-limit", "--test-limit", "--seed"):
+    for flag in ("--lr", "--train-limit", "--test-limit", "--seed", "--data-dir"):
         assert flag in text, (name, flag)
-    if name != "transformer_toy":  # it generates its data
-        assert "--data-dir" in text
+    import dataclasses
+    warmups = [f for f in dataclasses.fields(module.Config) if "warmup" in f.name]
+    for field in warmups:  # one unit: a fraction of the run's steps
+        assert field.name == "warmup" and "fraction of the steps" in field.metadata["help"]
 
 
 def test_old_flag_spellings_still_work():
@@ -147,3 +149,60 @@ def test_help_shows_every_default(name):
     for action in parser._actions:
         if action.dest not in ("help", "preset"):
             assert "(default" in action.help, (name, action.dest, action.help)
+
+
+def test_a_run_folder_conflict_is_reported_before_any_data_is_loaded(tmp_path, capsys):
+    module = importlib.import_module("experiments.cifar_simple_cnn")
+    run = tmp_path / "run"
+    _previous_run(run)
+    with pytest.raises(SystemExit):  # the data folder does not exist either
+        cli.run(lambda: module.main(["--data-dir", str(tmp_path / "typo"),
+                                     "--checkpoint-dir", str(run)]))
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "--overwrite" in err
+    assert (run / "history.json").is_file()
+
+
+TOY = ["--task", "reverse", "--train-limit", "128", "--test-limit", "16", "--dim", "16",
+       "--ffn-dim", "32", "--seq-len", "5", "--layer-num", "1", "--batch-size", "32"]
+
+
+def test_transformer_tasks_run_through_the_shared_runner(tmp_path, capsys):
+    """--seeds, --evaluate and --resume work for the sequence tasks as for the others."""
+    import json
+    module = importlib.import_module("experiments.transformer_toy")
+    out = tmp_path / "run"
+    seeds = module.run(config.parse(
+        module.Config, "", TOY + ["--epochs", "1", "--seeds", "2", "--checkpoint-dir", str(out)]))
+    assert seeds["metric"] == "exact_sequence_accuracy" and len(seeds["seeds"]) == 2
+    for s in (0, 1):
+        one = json.loads((out / f"seed_{s}" / "results.json").read_text())
+        assert one["exact_sequence_accuracy"] == seeds["seeds"][s]["accuracy"]
+        assert {"attention.png", "history.png"} <= {p.name for p in (out / f"seed_{s}").iterdir()}
+    assert seeds["seeds"][1]["compile_s"] < seeds["seeds"][0]["compile_s"]
+    capsys.readouterr()
+    cli.run(lambda: module.main(TOY + ["--evaluate", "--checkpoint-dir", str(out / "seed_0")]))
+    assert "evaluating" in capsys.readouterr().out
+    resumed = module.run(config.parse(
+        module.Config, "", TOY + ["--epochs", "2", "--resume", "--checkpoint-dir",
+                                  str(out / "seed_1")]))
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+
+
+def test_transformer_data_dir_is_written_then_read(tmp_path, capsys):
+    module = importlib.import_module("experiments.transformer_toy")
+    args = TOY + ["--epochs", "1", "--data-dir", str(tmp_path / "data"), "--overwrite",
+                  "--checkpoint-dir", str(tmp_path / "run")]
+    first = module.run(config.parse(module.Config, "", args)))
+    assert "written to" in capsys.readouterr().out
+    again = module.run(config.parse(module.Config, "", args)))
+    assert "read from" in capsys.readouterr().out
+    assert again["history"][0]["train_loss"] == first["history"][0]["train_loss"]
+
+
+def test_random_demo_refuses_the_sequence_task_flags(capsys):
+    module = importlib.import_module("experiments.transformer_toy")
+    with pytest.raises(SystemExit):
+        cli.run(lambda: module.main(["--seeds", "2", "--resume"]))
+    err = capsys.readouterr().err
+    assert "--resume, --seeds: only for the sequence tasks" in err

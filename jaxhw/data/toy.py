@@ -6,7 +6,14 @@ to its target: ``reverse`` (the default proof that the model learns), ``copy`` a
 
 from __future__ import annotations
 
+import json
+import os
+import zipfile
+from pathlib import Path
+
 import numpy as np
+
+from jaxhw.data.sources import DataError
 
 PAD, BOS, EOS, FIRST = 0, 1, 2, 3
 TASKS = {
@@ -58,3 +65,79 @@ def random_tokens(batch: int, length: int, vocab: int, seed: int) -> tuple[np.nd
     rng = np.random.default_rng(seed)
     return (rng.integers(1, vocab, (batch, length)).astype(np.int32),
             rng.integers(1, vocab, (batch, length)).astype(np.int32))
+
+
+Sequences = tuple[np.ndarray, np.ndarray]  # src [n, max_len], tgt [n, max_len + 2]
+
+
+def task_splits(task: str, n_train: int, n_test: int, vocab: int, min_len: int, max_len: int,
+                seed: int) -> tuple[Sequences, Sequences]:
+    """Train and held-out sequences of ``task`` (:func:`sequence_task`; the held-out ones
+    are drawn with ``seed + 1`` and never appear in training)."""
+    train = sequence_task(task, n_train, vocab, min_len, max_len, seed)
+    test = sequence_task(task, n_test, vocab, min_len, max_len, seed + 1,
+                         exclude={r.tobytes() for r in train[0]})
+    return train, test
+
+
+SETTINGS_FILE = "generated.json"  # how jaxhw generated a folder's sequences
+
+
+def load_task_splits(folder: Path, settings: dict, vocab: int, max_len: int
+                     ) -> tuple[Sequences, Sequences] | None:
+    """The sequences in ``folder`` (``train.npz`` and ``test.npz`` with int arrays ``src
+    [n, <= max_len]`` and ``tgt [n, <= max_len + 2]``, 0-padded; written by
+    :func:`save_task_splits` or by hand), zero-padded to full width; None when the folder
+    holds none. A folder jaxhw generated must match ``settings``, the generation
+    settings asked for now."""
+    files = [folder / "train.npz", folder / "test.npz"]
+    if not any(f.exists() for f in files):
+        return None
+    if not all(f.is_file() for f in files):
+        raise DataError(f"{folder} needs both train.npz and test.npz (arrays src and tgt)")
+    recorded = folder / SETTINGS_FILE
+    if recorded.is_file():
+        was = json.loads(recorded.read_text())
+        if was != settings:
+            diff = {k: (was.get(k), settings.get(k)) for k in sorted(set(was) | set(settings))
+                    if was.get(k) != settings.get(k)}
+            raise DataError(f"{folder} was generated with other settings (was, now: {diff}); "
+                            f"pass another --data-dir, or delete that folder to regenerate")
+    splits = []
+    for f in files:
+        try:
+            with np.load(f) as z:
+                src, tgt = np.asarray(z["src"]), np.asarray(z["tgt"])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise DataError(f"cannot read {f} ({type(e).__name__}: {e}); it must be an .npz "
+                            f"with int arrays src and tgt") from e
+        if (src.ndim != 2 or tgt.ndim != 2 or len(src) != len(tgt) or len(src) == 0
+                or not np.issubdtype(src.dtype, np.integer)
+                or not np.issubdtype(tgt.dtype, np.integer)):
+            raise DataError(f"{f}: src and tgt must be non-empty 2-D integer arrays with one row "
+                            f"per example; got {src.dtype}{list(src.shape)} and "
+                            f"{tgt.dtype}{list(tgt.shape)}")
+        if src.shape[1] > max_len or tgt.shape[1] > max_len + 2:
+            raise DataError(f"{f}: sequences of {src.shape[1]} source / {tgt.shape[1]} target "
+                            f"tokens do not fit --seq-len {max_len} (source <= {max_len}, "
+                            f"target <= {max_len + 2}); raise --seq-len")
+        low, high = min(src.min(), tgt.min()), max(src.max(), tgt.max())
+        if low < 0 or high >= vocab:
+            raise DataError(f"{f}: token ids span {low}..{high}, outside --vocab {vocab} "
+                            f"(0..{vocab - 1}); raise --vocab")
+        splits.append((np.pad(src, ((0, 0), (0, max_len - src.shape[1]))).astype(np.int32),
+                       np.pad(tgt, ((0, 0), (0, max_len + 2 - tgt.shape[1]))).astype(np.int32)))
+    return splits[0], splits[1]
+
+
+def save_task_splits(folder: Path, train: Sequences, test: Sequences, settings: dict) -> None:
+    """Write ``train.npz``, ``test.npz`` and the generation ``settings`` to ``folder``, each
+    file complete or absent (written under a temporary name, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (src, tgt) in (("train.npz", train), ("test.npz", test)):
+        tmp = folder / f".{name}.{os.getpid()}.tmp.npz"
+        np.savez(tmp, src=src, tgt=tgt)
+        os.replace(tmp, folder / name)
+    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, folder / SETTINGS_FILE)

@@ -1,6 +1,7 @@
 """The one training engine: state, steps, fit loop, checkpoints, metrics, data parallelism."""
 
-from jaxhw.train.checkpoint import CheckpointError, Checkpoints, open_run, write_json
+from jaxhw.train.checkpoint import (CheckpointError, Checkpoints, check_run, open_run,
+                                    write_json)
 from jaxhw.train.loop import Data, EvalResult, Hook, Trainer
 from jaxhw.train.metrics import (RunningLossPrinter, confusion, per_class_accuracy,
                                  per_class_table, report)
@@ -11,7 +12,7 @@ from jaxhw.train.steps import (classification_loss, make_eval_step, make_train_s
 
 __all__ = [
     "CheckpointError", "Checkpoints", "Data", "EvalResult", "Hook", "RunningLossPrinter",
-    "TrainState", "Trainer", "classification_loss", "confusion", "count_params",
+    "TrainState", "Trainer", "check_run", "classification_loss", "confusion", "count_params",
     "create_train_state", "make_eval_step", "make_mesh", "make_train_step", "open_run",
     "per_class_accuracy", "per_class_table", "replicate", "report", "sequence_loss",
     "write_json",

@@ -100,26 +100,49 @@ def remove_unfinished_saves(directory: Path) -> list[Path]:
     return leftovers
 
 
-def open_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
-             **kwargs) -> Checkpoints:
-    """Open a run's checkpoint folder, enforcing the ``--resume`` / ``--overwrite`` rules:
-    resuming needs a checkpoint, and a fresh run never writes over an existing one."""
+def saved_epochs(directory: str | os.PathLike) -> list[int]:
+    """The epochs checkpointed in ``directory`` (none when it does not exist; nothing is
+    created)."""
     directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        return []
+    ckpt = Checkpoints(directory)
+    try:
+        return ckpt.epochs()
+    finally:
+        ckpt.close()
+
+
+def check_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
+              flag: str = "--resume") -> None:
+    """The ``--resume`` / ``--overwrite`` rules, checked without changing anything:
+    resuming (or ``flag``, e.g. ``--evaluate``) needs a checkpoint, and a fresh run never
+    writes over an existing one."""
     if resume and overwrite:
         raise CheckpointError("--resume and --overwrite exclude each other")
-    if overwrite and directory.exists():
-        shutil.rmtree(directory)
-    ckpt = Checkpoints(directory, **kwargs)
-    latest = ckpt.latest_epoch()
-    if resume and latest is None:
-        raise CheckpointError(f"--resume: no checkpoint in {ckpt.directory}; "
-                              f"run without --resume to start fresh")
-    if not resume and latest is not None:
+    if overwrite:
+        return
+    epochs = saved_epochs(directory)
+    where = Path(directory).expanduser().resolve()
+    if resume and not epochs:
+        todo = "run without --resume to start fresh" if flag == "--resume" else "train first"
+        raise CheckpointError(f"{flag}: no checkpoint in {where}; {todo}")
+    if not resume and epochs:
         raise CheckpointError(
-            f"{ckpt.directory} already holds checkpoints (latest: epoch {latest}); pass "
+            f"{where} already holds checkpoints (latest: epoch {epochs[-1]}); pass "
             f"--resume to continue that run, --overwrite to replace it, or another "
             f"--checkpoint-dir")
-    return ckpt
+
+
+def open_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
+             **kwargs) -> Checkpoints:
+    """Open a run's checkpoint folder under the rules of :func:`check_run`;
+    ``overwrite`` deletes the folder first."""
+    directory = Path(directory).expanduser()
+    check_run(directory, resume=resume, overwrite=overwrite)
+    if overwrite and directory.exists():
+        shutil.rmtree(directory)
+    return Checkpoints(directory, **kwargs)
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
