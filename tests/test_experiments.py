@@ -193,9 +193,9 @@ def test_transformer_data_dir_is_written_then_read(tmp_path, capsys):
     module = importlib.import_module("experiments.transformer_toy")
     args = TOY + ["--epochs", "1", "--data-dir", str(tmp_path / "data"), "--overwrite",
                   "--checkpoint-dir", str(tmp_path / "run")]
-    first = module.run(config.parse(module.Config, "", args)))
+    first = module.run(config.parse(module.Config, "", args))
     assert "written to" in capsys.readouterr().out
-    again = module.run(config.parse(module.Config, "", args)))
+    again = module.run(config.parse(module.Config, "", args))
     assert "read from" in capsys.readouterr().out
     assert again["history"][0]["train_loss"] == first["history"][0]["train_loss"]
 
