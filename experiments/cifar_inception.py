@@ -111,7 +111,7 @@ class Config(RunConfig):
 
 
 PRESETS = {
-    "cpu": {},  # the defaults above: ~15 minutes of training on a 2-core CPU
+    "cpu": {},  # the defaults above, sized for a 2-core CPU (measured: README, Results)
     # airbench94's recipe (its hyperparameters converted from a summed loss and PyTorch's
     # conventions; figures measured with each switched off are in the README):
     "gpu": dict(

@@ -13,7 +13,9 @@ Random targets cannot be learned beyond memorisation, so it only shows the loss 
 ``--task reverse`` (also ``copy``, ``sort``) proves the model works: variable-length
 sequences, 0-padded, trained with teacher forcing and evaluated on held-out sequences by
 greedy autoregressive decoding (a ``jax.lax`` loop under jit), reporting exact-sequence
-accuracy. Model-size flags left unset take the task's defaults (listed in each flag's help).
+accuracy. They run through the runner every experiment uses (``--resume``, ``--evaluate``,
+``--seeds``), and ``--data-dir`` keeps the generated sequences (or supplies your own).
+Model-size flags left unset take the task's defaults (listed in each flag's help).
 """
 
 from __future__ import annotations
