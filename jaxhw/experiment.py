@@ -169,20 +169,23 @@ def check_run_folders(name: str, cfg: RunConfig) -> None:
     """Apply the ``--resume`` / ``--overwrite`` / ``--evaluate`` rules to every seed's folder
     without changing anything, so that a conflict is reported before data is loaded."""
     for seed in run_seeds_of(cfg):
-        folder = run_dir(name, cfg, seed)
-        if cfg.evaluate:
-            if cfg.resume or cfg.overwrite:
-                raise ConfigError("--evaluate excludes --resume and --overwrite")
-            check_run(folder, resume=True, overwrite=False, flag="--evaluate")
-        else:
-            check_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
+        _check_folder(run_dir(name, cfg, seed), cfg)
+
+
+def _check_folder(folder: Path, cfg: RunConfig) -> None:
+    if not cfg.evaluate:
+        check_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
+        return
+    if cfg.resume or cfg.overwrite:
+        raise ConfigError("--evaluate excludes --resume and --overwrite")
+    check_run(folder, resume=True, overwrite=False, flag="--evaluate")
 
 
 def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
     """A seed's checkpoint folder, opened under the ``--resume`` / ``--overwrite`` /
     ``--evaluate`` rules (``--overwrite`` deletes what it holds)."""
     if cfg.evaluate:
-        check_run(folder, resume=True, overwrite=False, flag="--evaluate")
+        _check_folder(folder, cfg)
         return Checkpoints(folder)
     return open_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
 
