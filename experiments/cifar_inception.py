@@ -249,7 +249,7 @@ def run(cfg: Config) -> dict:
     # The whitening stem comes from the images as loaded, before any flip.
     set_stem = whitening_init(cfg, images.train_x) if cfg.whiten else None
     if cfg.alternate_flip:  # a random half of the images is mirrored once, for good
-        images = images.replace(train_x=preflip(cfg.seed, images.train_x))
+        images = dataclasses.replace(images, train_x=preflip(cfg.seed, images.train_x))
     trainer = engine_trainer(
         cfg, model, make_optimizer(cfg, steps_per_epoch),
         compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),

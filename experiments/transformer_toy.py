@@ -31,7 +31,7 @@ import optax
 
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
-from jaxhw.data import subset_indices
+from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, TASKS, load_task_splits, random_tokens,
                             save_task_splits, task_splits)
 from jaxhw.experiment import (Plan, RunConfig, engine_trainer, print_timing, run_dir, start,
@@ -184,7 +184,7 @@ def sequences(cfg: Config) -> tuple[tuple, tuple]:
                 "vocab": cfg.vocab, "min_len": cfg.min_len, "max_len": cfg.seq_len,
                 "seed": cfg.seed}
     folder = Path(cfg.data_dir).expanduser() / f"transformer_{cfg.task}" if cfg.data_dir else None
-    loaded = load_task_splits(folder, settings, cfg.vocab, cfg.seq_len) if folder else None
+    loaded = load_task_splits(folder, settings) if folder else None
     if loaded is None:
         try:
             loaded = task_splits(cfg.task, cfg.train_limit, cfg.test_limit, cfg.vocab,
@@ -196,12 +196,9 @@ def sequences(cfg: Config) -> tuple[tuple, tuple]:
             print(f"generated sequences written to {folder}")
         return loaded
     print(f"sequences read from {folder}")
-    limited = []
-    for (src, tgt), limit, seed in zip(loaded, (cfg.train_limit, cfg.test_limit),
-                                       (cfg.seed, cfg.seed + 1)):
-        pick = subset_indices(len(src), limit if limit < len(src) else 0, seed)
-        limited.append((src, tgt) if pick is None else (src[pick], tgt[pick]))
-    return limited[0], limited[1]
+    (train_src, train_tgt), (test_src, test_tgt) = loaded
+    return (subset(train_src, train_tgt, cfg.train_limit, cfg.seed),
+            subset(test_src, test_tgt, cfg.test_limit, cfg.seed + 1))
 
 
 def decode_and_plot(model: Transformer, test_src: np.ndarray, test_tgt: np.ndarray,

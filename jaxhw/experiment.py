@@ -22,7 +22,7 @@ import optax
 
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
-                        random_erase, subset_indices)
+                        random_erase, subset)
 from jaxhw.data.pipeline import alternate_flip
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
@@ -341,9 +341,6 @@ class Images:
     test_y: np.ndarray
     class_names: tuple[str, ...]
 
-    def replace(self, **changes) -> "Images":
-        return dataclasses.replace(self, **changes)
-
 
 def load_images(cfg: RunConfig, dataset: str, batch_size: int) -> Images:
     """``dataset`` from ``--data-dir`` with the ``--train-limit`` / ``--test-limit``
@@ -352,16 +349,11 @@ def load_images(cfg: RunConfig, dataset: str, batch_size: int) -> Images:
         raise ConfigError(f"batch size must be positive, got {batch_size}")
     train = load_split(dataset, "train", cfg.data_dir)
     test = load_split(dataset, "test", cfg.data_dir)
-    train_x, train_y = _subset(train.images, train.labels, cfg.train_limit, cfg.seed)
-    test_x, test_y = _subset(test.images, test.labels, cfg.test_limit, cfg.seed + 1)
+    train_x, train_y = subset(train.images, train.labels, cfg.train_limit, cfg.seed)
+    test_x, test_y = subset(test.images, test.labels, cfg.test_limit, cfg.seed + 1)
     if batch_size > len(train_y):
         raise ConfigError(f"batch size {batch_size} exceeds the {len(train_y)} training images")
     return Images(train_x, train_y, test_x, test_y, tuple(get_spec(dataset).class_names))
-
-
-def _subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    idx = subset_indices(len(y), limit, seed)
-    return (x, y) if idx is None else (x[idx], y[idx])
 
 
 def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batch_size: int,

@@ -18,6 +18,14 @@ def subset_indices(num_examples: int, limit: int, seed: int) -> np.ndarray | Non
     return np.sort(np.random.default_rng(seed).permutation(num_examples)[:limit])
 
 
+def subset(x: np.ndarray, y: np.ndarray, limit: int, seed: int
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows :func:`subset_indices` picks of ``x`` and ``y`` (all of them when it picks
+    everything)."""
+    idx = subset_indices(len(y), limit, seed)
+    return (x, y) if idx is None else (x[idx], y[idx])
+
+
 def epoch_batches(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:
     """Shuffled example indices for one epoch, ``[steps, batch_size]`` int32.
 

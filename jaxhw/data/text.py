@@ -16,6 +16,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from jaxhw.files import write_atomically
+
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS = ("head", "tail", "head+tail")
 CACHE_ENV = "JAXHW_CACHE_DIR"
@@ -81,10 +83,7 @@ def tokenize(texts: Sequence[str], tokenizer, max_len: int, how: Truncation = "h
     mask = (np.arange(max_len)[None, :] < _lengths(ids, tokenizer.pad_token_id)[:, None])
     mask = mask.astype(np.int32)
     if cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, input_ids=ids, attention_mask=mask)
-        os.replace(tmp, path)
+        write_atomically(path, lambda tmp: np.savez(tmp, input_ids=ids, attention_mask=mask))
     return ids, mask
 
 

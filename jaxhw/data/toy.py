@@ -7,13 +7,13 @@ to its target: ``reverse`` (the default proof that the model learns), ``copy`` a
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from jaxhw.data.sources import DataError
+from jaxhw.files import write_atomically
 
 PAD, BOS, EOS, FIRST = 0, 1, 2, 3
 TASKS = {
@@ -83,13 +83,13 @@ def task_splits(task: str, n_train: int, n_test: int, vocab: int, min_len: int, 
 SETTINGS_FILE = "generated.json"  # how jaxhw generated a folder's sequences
 
 
-def load_task_splits(folder: Path, settings: dict, vocab: int, max_len: int
-                     ) -> tuple[Sequences, Sequences] | None:
+def load_task_splits(folder: Path, settings: dict) -> tuple[Sequences, Sequences] | None:
     """The sequences in ``folder`` (``train.npz`` and ``test.npz`` with int arrays ``src
-    [n, <= max_len]`` and ``tgt [n, <= max_len + 2]``, 0-padded; written by
-    :func:`save_task_splits` or by hand), zero-padded to full width; None when the folder
-    holds none. A folder jaxhw generated must match ``settings``, the generation
-    settings asked for now."""
+    [n, <= max_len]`` and ``tgt [n, <= max_len + 2]``, 0-padded, ids below ``vocab``;
+    written by :func:`save_task_splits` or by hand), zero-padded to full width; None when
+    the folder holds none. ``settings`` are the generation settings asked for now (with
+    ``vocab`` and ``max_len``); a folder jaxhw generated must match them."""
+    vocab, max_len = settings["vocab"], settings["max_len"]
     files = [folder / "train.npz", folder / "test.npz"]
     if not any(f.exists() for f in files):
         return None
@@ -133,11 +133,7 @@ def load_task_splits(folder: Path, settings: dict, vocab: int, max_len: int
 def save_task_splits(folder: Path, train: Sequences, test: Sequences, settings: dict) -> None:
     """Write ``train.npz``, ``test.npz`` and the generation ``settings`` to ``folder``, each
     file complete or absent (written under a temporary name, then renamed)."""
-    folder.mkdir(parents=True, exist_ok=True)
     for name, (src, tgt) in (("train.npz", train), ("test.npz", test)):
-        tmp = folder / f".{name}.{os.getpid()}.tmp.npz"
-        np.savez(tmp, src=src, tgt=tgt)
-        os.replace(tmp, folder / name)
-    tmp = folder / f".{SETTINGS_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, folder / SETTINGS_FILE)
+        write_atomically(folder / name, lambda tmp: np.savez(tmp, src=src, tgt=tgt))
+    write_atomically(folder / SETTINGS_FILE,
+                     lambda tmp: tmp.write_text(json.dumps(settings, indent=1)))

@@ -18,6 +18,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
+from jaxhw.files import write_atomically
 from jaxhw.train.state import TrainState
 
 
@@ -104,13 +105,7 @@ def saved_epochs(directory: str | os.PathLike) -> list[int]:
     """The epochs checkpointed in ``directory`` (none when it does not exist; nothing is
     created)."""
     directory = Path(directory).expanduser()
-    if not directory.is_dir():
-        return []
-    ckpt = Checkpoints(directory)
-    try:
-        return ckpt.epochs()
-    finally:
-        ckpt.close()
+    return sorted(ocp.utils.checkpoint_steps(directory)) if directory.is_dir() else []
 
 
 def check_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
@@ -147,8 +142,4 @@ def open_run(directory: str | os.PathLike, *, resume: bool, overwrite: bool,
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (a reader never sees half a file, even after kill -9)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")  # one per writer
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2)))

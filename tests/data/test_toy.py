@@ -35,15 +35,15 @@ def test_generated_splits_round_trip_and_must_match_their_settings(tmp_path):
     from jaxhw.data.toy import load_task_splits, save_task_splits, task_splits
     train, test = task_splits("reverse", 20, 5, 10, 2, 6, 0)
     assert not {r.tobytes() for r in train[0]} & {r.tobytes() for r in test[0]}
-    assert load_task_splits(tmp_path / "none", SETTINGS, 10, 6) is None
+    assert load_task_splits(tmp_path / "none", SETTINGS) is None
     save_task_splits(tmp_path, train, test, SETTINGS)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["generated.json", "test.npz",
                                                            "train.npz"]
-    (train2, test2) = load_task_splits(tmp_path, SETTINGS, 10, 6)
+    (train2, test2) = load_task_splits(tmp_path, SETTINGS)
     for a, b in zip((*train, *test), (*train2, *test2)):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(DataError, match=r"other settings.*'train': \(20, 40\)"):
-        load_task_splits(tmp_path, {**SETTINGS, "train": 40}, 10, 6)
+        load_task_splits(tmp_path, {**SETTINGS, "train": 40})
 
 
 def test_own_sequences_are_padded_and_checked(tmp_path):
@@ -53,19 +53,19 @@ def test_own_sequences_are_padded_and_checked(tmp_path):
     tgt = np.array([[BOS, 4, 3, EOS], [BOS, 5, EOS, 0]])
     np.savez(tmp_path / "train.npz", src=src, tgt=tgt)
     with pytest.raises(DataError, match="needs both train.npz and test.npz"):
-        load_task_splits(tmp_path, SETTINGS, 10, 6)
+        load_task_splits(tmp_path, SETTINGS)
     np.savez(tmp_path / "test.npz", src=src, tgt=tgt)
-    (s, t), _ = load_task_splits(tmp_path, SETTINGS, 10, 6)  # no generated.json: any settings
+    (s, t), _ = load_task_splits(tmp_path, {**SETTINGS, "train": 9})  # no generated.json
     assert s.shape == (2, 6) and t.shape == (2, 8) and s.dtype == np.int32
     np.testing.assert_array_equal(s[:, :2], src)
     assert (s[:, 2:] == 0).all() and (t[:, 4:] == 0).all()
     with pytest.raises(DataError, match="outside --vocab 5"):
-        load_task_splits(tmp_path, SETTINGS, 5, 6)
+        load_task_splits(tmp_path, {**SETTINGS, "vocab": 5})
     with pytest.raises(DataError, match="raise --seq-len"):
-        load_task_splits(tmp_path, SETTINGS, 10, 1)
+        load_task_splits(tmp_path, {**SETTINGS, "max_len": 1})
     np.savez(tmp_path / "test.npz", src=src.astype(np.float32), tgt=tgt)
     with pytest.raises(DataError, match="2-D integer arrays"):
-        load_task_splits(tmp_path, SETTINGS, 10, 6)
+        load_task_splits(tmp_path, SETTINGS)
     (tmp_path / "test.npz").write_bytes((tmp_path / "train.npz").read_bytes()[:100])
     with pytest.raises(DataError, match="cannot read .*test.npz"):
-        load_task_splits(tmp_path, SETTINGS, 10, 6)
+        load_task_splits(tmp_path, SETTINGS)
