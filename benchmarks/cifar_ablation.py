@@ -13,7 +13,9 @@ Markdown table next to it.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import dataclasses
+import io
 import json
 import shlex
 import tempfile
@@ -21,6 +23,9 @@ import time
 from pathlib import Path
 
 from benchmarks.gpu_check import run_experiment
+from experiments import cifar_inception
+from jaxhw import config
+from jaxhw.config import Checked, ConfigError, Items, build_parser, flag
 
 OUT = Path("benchmarks/results/cifar_ablation.json")
 
@@ -49,7 +54,7 @@ ROWS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_row(name: str, args: argparse.Namespace, work: Path) -> dict:
+def run_row(name: str, args: "Config", work: Path) -> dict:
     change, flags = ROWS[name]
     argv = (["--preset", "gpu", "--seeds", str(args.seeds), "--data-dir", str(args.data_dir),
              "--compile-cache", args.compile_cache, "--overwrite"] + flags
@@ -81,27 +86,47 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@dataclasses.dataclass
+class Config(Checked):
+    data_dir: str | None = flag(None, "dataset folder in the local layout (required)")
+    seeds: int = flag(3, "seeds per row", ge=1, le=1000)
+    rows: str = flag(",".join(ROWS), "the rows to run", items=Items(names=tuple(ROWS)))
+    extra: str = flag("", "flags added to every row, e.g. \"--train-limit 10000 --epochs 3\" "
+                          "for a short probe (checked against cifar_inception's flags first)")
+    compile_cache: str | None = flag(None, "compilation cache folder (default: a new one "
+                                           "under the work folder)")
+    out: str = flag(str(OUT), "JSON output")
+
+    def rules(self) -> None:
+        if not self.data_dir:
+            raise ConfigError("--data-dir is required")
+        try:
+            extra = shlex.split(self.extra)
+        except ValueError as e:
+            raise ConfigError(f"--extra: {e}") from None
+        for name in self.rows.split(","):  # every row's flags, as cifar_inception checks them
+            argv = ["--preset", "gpu", "--seeds", str(self.seeds), *ROWS[name][1], *extra]
+            parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
+            said = io.StringIO()
+            try:
+                with contextlib.redirect_stderr(said):
+                    values = vars(parser.parse_args(argv))
+            except SystemExit:
+                why = said.getvalue().strip().split("error: ", 1)[-1].removesuffix(" (see --help)")
+                raise ConfigError(f"--extra {self.extra!r}: {why}") from None
+            preset = values.pop("preset")
+            try:
+                cifar_inception.Config(**{**cifar_inception.PRESETS[preset], **values})
+            except ConfigError as e:
+                raise ConfigError(f"row {name} with --extra {self.extra!r}: {e}") from None
+
+
 def main(argv=None) -> list[dict]:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", required=True, help="dataset folder in the local layout")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per row (default: 3)")
-    p.add_argument("--rows", default=",".join(ROWS),
-                   help=f"comma-separated rows to run (default: all): {', '.join(ROWS)}")
-    p.add_argument("--extra", default="", help="flags added to every row, e.g. "
-                   "\"--train-limit 10000 --epochs 3\" for a short probe (default: none)")
-    p.add_argument("--compile-cache", default=None,
-                   help="compilation cache folder (default: a new one under the work folder)")
-    p.add_argument("--out", default=str(OUT), help=f"JSON output (default: {OUT})")
-    args = p.parse_args(argv)
-    names = [n for n in args.rows.split(",") if n]
-    unknown = [n for n in names if n not in ROWS]
-    if unknown:
-        p.error(f"unknown rows {unknown}; choose from {', '.join(ROWS)}")
-    if args.seeds < 1:
-        p.error("--seeds must be at least 1")
+    args = config.parse(Config, __doc__, argv)
+    names = args.rows.split(",")
     work = Path(tempfile.mkdtemp(prefix="jaxhw-cifar-ablation-"))
-    args.compile_cache = args.compile_cache or str(work / "compile_cache")
+    args = dataclasses.replace(args, compile_cache=args.compile_cache
+                               or str(work / "compile_cache"))
     rows, start = [], time.perf_counter()
     for name in names:
         print(f"[{time.perf_counter() - start:7.1f} s] {name}: {ROWS[name][0]}", flush=True)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
 import tempfile
@@ -37,7 +38,16 @@ from typing import Any, Callable
 
 import numpy as np
 
+from jaxhw import config
+from jaxhw.config import Checked, ConfigError, Domain, Items, flag
+from jaxhw.train.precision import DTYPES
+
 OUT = Path("benchmarks/results/gpu_check.json")
+# Every row's name, in order (the bert-base row once per --bert-autotune level, with the
+# level appended as _autotune<N>).
+ROW_NAMES = ("cifar_betternet_gpu_preset", "cifar_betternet_cpu_preset", "vit_fashion_mnist",
+             "transformer_reverse", "transformer_demo_torch_init", "bert_imdb_minilm",
+             "bert_base_shaped_random")
 COLUMNS = ("experiment", "device", "dtype", "compile_s", "step_ms", "throughput", "unit",
            "accuracy")
 
@@ -205,36 +215,37 @@ def print_table(rows: list[dict]) -> None:
             print(f"{r['experiment']}: {r.get('error') or r.get('skipped')}")
 
 
+@dataclasses.dataclass
+class Config(Checked):
+    data_dir: str | None = flag(None, "dataset folder in the local layout (see "
+                                      "../shared/datasets/unpack.py); required unless --smoke")
+    smoke: bool = flag(False, "toy sizes on data written to a temporary folder (seconds on a "
+                              "CPU)")
+    dtype: str = flag("auto", "compute dtype of every row (auto = bfloat16 on a GPU)",
+                      choices=DTYPES)
+    compile_cache: str | None = flag(None, "compilation cache folder (default: a new empty "
+                                           "one, so compile times are cold; 'off' disables it)")
+    bert_dir: str | None = flag(None, "a local BERT directory to fine-tune instead of --model "
+                                      "minilm")
+    bert_autotune: str = flag("0,default", "XLA GPU autotuning levels for the bert-base-shaped "
+                                           "rows, one row each: 0 (off), 1-4, or default",
+                              items=Items(Domain(ge=0, le=4, integer=True, words=("default",))))
+    only: str = flag("", "the rows to run", items=Items(names=ROW_NAMES, allow_empty=True))
+    budget_s: float = flag(480.0, "rows that would start after this many seconds are skipped "
+                                  "(480 s = 8 minutes)", gt=0)
+    out: str = flag(str(OUT), "JSON output")
+
+    def rules(self) -> None:
+        if not self.smoke and not self.data_dir:
+            raise ConfigError("--data-dir is required (or --smoke)")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", help="dataset folder in the local layout (see "
-                   "../shared/datasets/unpack.py); required unless --smoke")
-    p.add_argument("--smoke", action="store_true",
-                   help="toy sizes on data written to a temporary folder (seconds on a CPU)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float32"),
-                   help="compute dtype of every row (default: auto = bfloat16 on a GPU)")
-    p.add_argument("--compile-cache", default=None,
-                   help="compilation cache folder (default: a new empty one, so compile "
-                        "times are cold; 'off' disables it)")
-    p.add_argument("--bert-dir", default=None,
-                   help="a local BERT directory to fine-tune instead of --model minilm")
-    p.add_argument("--bert-autotune", default="0,default",
-                   help="XLA GPU autotuning levels for the bert-base-shaped rows, one row "
-                        "each: 0 (off), 1-4, or default (default: 0,default)")
-    p.add_argument("--only", default="", help="comma-separated row names to run (default all)")
-    p.add_argument("--budget-s", type=float, default=480.0,
-                   help="rows that would start after this many seconds are skipped "
-                        "(default: 480, 8 minutes)")
-    p.add_argument("--out", default=str(OUT), help=f"JSON output (default: {OUT})")
-    args = p.parse_args(argv)
-    if not args.smoke and not args.data_dir:
-        p.error("--data-dir is required (or --smoke)")
-    try:
-        args.bert_autotune = [None if v == "default" else int(v)
-                              for v in args.bert_autotune.split(",") if v]
-    except ValueError:
-        p.error(f"--bert-autotune takes integers or 'default', got {args.bert_autotune!r}")
+    """The checked flags, with ``bert_autotune`` as a list (None for XLA's default)."""
+    args = argparse.Namespace(**dataclasses.asdict(config.parse(Config, __doc__, argv)))
+    args.bert_autotune = [None if v == "default" else v
+                          for v in Items(Domain(integer=True, words=("default",))).parse(
+                              args.bert_autotune)]
     return args
 
 
@@ -248,10 +259,10 @@ def main(argv=None) -> list[dict]:
         write_tiny_data(args.data_dir)
         from jaxhw.models.bert import save_tiny_bert
         save_tiny_bert(work / "tiny_bert", ["the", "movie", "was", "good", "bad"])
-    only = {n for n in args.only.split(",") if n}
+    only = {n for n in args.only.split(",") if n}  # names before any _autotune suffix
     rows, start = [], time.perf_counter()
     for name, run in plan(args, work):
-        if only and name not in only:
+        if only and name.split("_autotune")[0] not in only:
             continue
         row: dict[str, Any] = {"experiment": name}
         elapsed = time.perf_counter() - start

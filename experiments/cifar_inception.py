@@ -36,11 +36,11 @@ import numpy as np
 import optax
 
 from jaxhw import cli, config, ops
-from jaxhw.config import ConfigError, flag
+from jaxhw.config import ConfigError, Items, Domain, flag
 from jaxhw.data import normalize
 from jaxhw.data.pipeline import preflip
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, engine_trainer, image_plan,
-                              load_images, start, train_and_evaluate)
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
+                              image_plan, load_images, start, train_and_evaluate)
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
 from jaxhw.train import TrainState, classification_loss, replicate
@@ -55,46 +55,58 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(v) for v in text.split(","))  # the flag's domain has checked it
+
+
 @dataclasses.dataclass
 class Config(RunConfig):
     model: str = flag("betternet", "network to train", choices=sorted(MODELS))
     stem: int = flag(32, "BetterNet: filters of the 3x3 stem convolution at 32x32 (not used "
-                         "with --whiten)")
+                         "with --whiten)", ge=1)
     widths: str = flag("64,128,256", "BetterNet: channels of the three stages (the Inception "
-                                     "module outputs the first)")
-    blocks: str = flag("0,1,1", "BetterNet: residual blocks in each stage")
+                                     "module outputs the first)",
+                       items=Items(Domain(ge=1, integer=True)))
+    blocks: str = flag("0,1,1", "BetterNet: residual blocks in each stage",
+                       items=Items(Domain(ge=0, integer=True)))
     whiten: bool = flag(False, "BetterNet: a frozen 2x2 patch-whitening stem (24 filters) set "
                                "from 5,000 training images instead of the 3x3 stem")
     whiten_bias_epochs: int = flag(3, "with --whiten: epochs during which the whitening "
-                                      "stem's bias trains before it is frozen too")
+                                      "stem's bias trains before it is frozen too", ge=0)
     downsample: str = flag("stride", "BetterNet: stride (the first block of a stage has "
                                      "stride 2) or pool (every stage ends in a 2x2 max pool)",
                            choices=["stride", "pool"])
     head_pool: str = flag("avg", "BetterNet: global pooling before the dense head",
                           choices=["avg", "max"])
     head_scale: float = flag(1.0, "BetterNet: constant multiplying the logits (the dense head "
-                                  "has no bias when it is not 1)")
+                                  "has no bias when it is not 1)", gt=0)
     act: str = flag("relu", "activation of every block", choices=["relu", "gelu"])
     bn_momentum: float = flag(0.9, "batch-norm running-average momentum (flax's convention: "
-                                   "the weight of the old average; PyTorch's 0.1 is 0.9)")
-    bn_eps: float = flag(1e-5, "batch-norm epsilon")
+                                   "the weight of the old average; PyTorch's 0.1 is 0.9)",
+                              ge=0, lt=1)
+    bn_eps: float = flag(1e-5, "batch-norm epsilon", gt=0)
     bn_scale: bool = flag(True, "learn a batch-norm scale (off: only the bias trains)")
-    epochs: int = flag(10, "passes over the training set")
-    batch_size: int = flag(128, "images per SGD step")
-    lr: float = flag(0.2, "peak learning rate (of the mean loss over the batch)")
+    epochs: int = flag(10, "passes over the training set", ge=1)
+    batch_size: int = flag(128, "images per SGD step", ge=1)
+    lr: float = flag(0.2, "peak learning rate (of the mean loss over the batch)",
+                     gt=0)
     schedule: str = flag("onecycle", "onecycle (linear warm-up over --warmup of the steps, "
                                      "cosine decay to ~0) or linear (linear from 0.2 x --lr "
                                      "up to --lr over --warmup, then down to 0.07 x --lr)",
                          choices=["onecycle", "linear"])
-    warmup: float = flag(0.25, "fraction of the steps spent warming up to --lr")
-    momentum: float = flag(0.9, "Nesterov momentum")
-    weight_decay: float = flag(5e-4, "L2 weight decay, added to the gradient")
+    warmup: float = flag(0.25, "fraction of the steps spent warming up to --lr",
+                         ge=0, le=1)
+    momentum: float = flag(0.9, "Nesterov momentum", ge=0, lt=1)
+    weight_decay: float = flag(5e-4, "L2 weight decay, added to the gradient", ge=0)
     decay: str = flag("kernels", "what --weight-decay applies to: kernels (conv and dense) "
                                  "or all trained parameters", choices=["kernels", "all"])
     bn_bias_lr: float = flag(1.0, "learning-rate multiplier for batch-norm biases (their "
-                                  "weight decay is divided by it, so its strength is kept)")
-    label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
-    crop_pad: int = flag(4, "random-crop padding in pixels (0 disables cropping)")
+                                  "weight decay is divided by it, so its strength is kept)",
+                              gt=0)
+    label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets",
+                                   ge=0, lt=1)
+    crop_pad: int = flag(4, "random-crop padding in pixels (0 disables cropping)",
+                        ge=0, le=16)
     crop_mode: str = flag("constant", "padding of the random crop: constant (zeros) or "
                                       "reflect", choices=["constant", "reflect"])
     flip: bool = flag(True, "random horizontal flips while training")
@@ -106,8 +118,25 @@ class Config(RunConfig):
     tta: bool = flag(True, "average the predictions of each test image and its mirror")
     tta_translate: bool = flag(False, "with --tta, also average 1-pixel translations of both "
                                       "(6 views, weighted as airbench does)")
-    print_every: int = flag(100, "print the mean loss of every this many mini-batches")
+    print_every: int = flag(100, "print the mean loss of every this many mini-batches",
+                           ge=1)
     conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
+
+    def rules(self) -> None:
+        super().rules()
+        if self.whiten and self.model != "betternet":
+            raise ConfigError("--whiten is a BetterNet option; drop it or use --model betternet")
+        if self.tta_translate and not self.tta:
+            raise ConfigError("--tta-translate needs --tta")
+        widths, blocks = _ints(self.widths), _ints(self.blocks)
+        if len(widths) != len(blocks) or not 1 <= len(widths) <= 4:
+            raise ConfigError(f"--widths and --blocks need the same number of stages, 1 to 4; "
+                              f"got {len(widths)} and {len(blocks)}")
+        if widths[0] % 16:
+            raise ConfigError(f"--widths: the first stage's width (the Inception module's "
+                              f"output, split 1/2, 1/4, 1/8, 1/8 over its branches) must be "
+                              f"a multiple of 16, got {widths[0]}")
+        check_batch(self, "cifar10")
 
 
 PRESETS = {
@@ -137,13 +166,6 @@ PRESETS = {
 }
 
 
-def _ints(text: str, name: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ConfigError(f"--{name} must be comma-separated integers, got {text!r}") from None
-
-
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
 
 
@@ -154,8 +176,8 @@ def build_model(cfg: Config, dtype=jnp.float32):
     built_with = dict(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype)
     if cfg.model == "betternet":
         return get_model(
-            "betternet", stem=cfg.stem, widths=_ints(cfg.widths, "widths"),
-            blocks=_ints(cfg.blocks, "blocks"), **built_with,
+            "betternet", stem=cfg.stem, widths=_ints(cfg.widths),
+            blocks=_ints(cfg.blocks), **built_with,
             bn=BatchNormSettings(cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale),
             act=ACTIVATIONS[cfg.act], whiten=cfg.whiten, downsample=cfg.downsample,
             head_pool=cfg.head_pool, head_scale=cfg.head_scale,
@@ -235,12 +257,6 @@ def whitening_init(cfg: Config, train_images: np.ndarray
 
 def run(cfg: Config) -> dict:
     """Train and test the chosen network; returns what results.json holds."""
-    if cfg.whiten and cfg.model != "betternet":
-        raise ConfigError("--whiten is a BetterNet option; drop it or use --model betternet")
-    if cfg.bn_bias_lr <= 0:
-        raise ConfigError(f"--bn-bias-lr must be positive, got {cfg.bn_bias_lr}")
-    if cfg.tta_translate and not cfg.tta:
-        raise ConfigError("--tta-translate needs --tta")
     name = "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}"
     dtype = start(cfg, name)
     model = build_model(cfg, dtype)

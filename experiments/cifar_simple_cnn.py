@@ -15,8 +15,8 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import flag
 from jaxhw import ops
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, engine_trainer, image_plan,
-                              load_images, start, train_and_evaluate)
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
+                              image_plan, load_images, start, train_and_evaluate)
 from jaxhw.models import SimpleCNN
 from jaxhw.train import RunningLossPrinter
 from jaxhw.train.xla_options import cpu_conv_options
@@ -24,12 +24,16 @@ from jaxhw.train.xla_options import cpu_conv_options
 
 @dataclasses.dataclass
 class Config(RunConfig):
-    epochs: int = flag(2, "passes over the 50,000 training images")
-    batch_size: int = flag(8, "images per SGD step")
-    lr: float = flag(0.001, "SGD learning rate", aliases=["--learning-rate"])
-    momentum: float = flag(0.9, "SGD momentum")
-    print_every: int = flag(2000, "print the mean loss of every this many mini-batches")
+    epochs: int = flag(2, "passes over the 50,000 training images", ge=1)
+    batch_size: int = flag(8, "images per SGD step", ge=1)
+    lr: float = flag(0.001, "SGD learning rate", aliases=["--learning-rate"], gt=0)
+    momentum: float = flag(0.9, "SGD momentum", ge=0, lt=1)
+    print_every: int = flag(2000, "print the mean loss of every this many mini-batches", ge=1)
     conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
+
+    def rules(self) -> None:
+        super().rules()
+        check_batch(self, "cifar10")
 
 
 class OriginalPrintouts(RunningLossPrinter):

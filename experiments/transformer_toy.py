@@ -32,10 +32,10 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import subset
-from jaxhw.data.toy import (BOS, EOS, TASKS, load_task_splits, random_tokens,
-                            save_task_splits, task_splits)
-from jaxhw.experiment import (Plan, RunConfig, engine_trainer, print_timing, run_dir, start,
-                              timing_summary, train_and_evaluate)
+from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
+                            random_tokens, save_task_splits, task_splits)
+from jaxhw.experiment import (MAX_SEED, Plan, RunConfig, engine_trainer, print_timing, run_dir,
+                              start, timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
 from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
 from jaxhw.train.schedules import warmup_steps
@@ -58,22 +58,26 @@ class Config(RunConfig):
                              "(PyTorch's nn.Linear / nn.Embedding defaults)",
                      choices=["flax", "torch"])
     vocab: int | None = flag(None, "vocabulary size incl. pad/BOS/EOS (default: 5000 random, "
-                                   "20 sequence tasks)")
-    dim: int | None = flag(None, "model width (default: 512 random, 64 sequence tasks)")
-    head_num: int | None = flag(None, "attention heads (default: 4)")
-    layer_num: int | None = flag(None, "encoder and decoder layers (default: 3 random, 2 tasks)")
-    ffn_dim: int | None = flag(None, "FFN hidden width (default: 2048 random, 256 tasks)")
+                                   "20 sequence tasks)", ge=FIRST + 1)
+    dim: int | None = flag(None, "model width (default: 512 random, 64 sequence tasks)",
+                                  ge=1)
+    head_num: int | None = flag(None, "attention heads (default: 4)", ge=1)
+    layer_num: int | None = flag(None, "encoder and decoder layers (default: 3 random, 2 tasks)",
+                                        ge=1)
+    ffn_dim: int | None = flag(None, "FFN hidden width (default: 2048 random, 256 tasks)",
+                                      ge=1)
     seq_len: int | None = flag(None, "sequence length of the demo / longest task sequence "
-                                     "(default: 100 random, 16 tasks)")
-    min_len: int = flag(2, "shortest task sequence")
-    dropout: float = flag(0.1, "dropout after embeddings and every sublayer")
-    batch_size: int | None = flag(None, "sequences per step (default: 64)")
+                                     "(default: 100 random, 16 tasks)", ge=1)
+    min_len: int = flag(2, "shortest task sequence", ge=1)
+    dropout: float = flag(0.1, "dropout after embeddings and every sublayer", ge=0,
+                           lt=1)
+    batch_size: int | None = flag(None, "sequences per step (default: 64)", ge=1)
     lr: float | None = flag(None, "Adam learning rate (default: 1e-4 random; 1e-3 peak of a "
-                                  "warm-up + cosine schedule for tasks)")
+                                  "warm-up + cosine schedule for tasks)", gt=0)
     warmup: float = flag(0.1, "sequence tasks: fraction of the steps spent warming up (at "
-                              f"most {MAX_WARMUP_STEPS} steps)")
-    steps: int = flag(100, "random task: full-batch steps")
-    epochs: int = flag(8, "sequence tasks: passes over the training sequences")
+                              f"most {MAX_WARMUP_STEPS} steps)", ge=0, le=1)
+    steps: int = flag(100, "random task: full-batch steps", ge=1)
+    epochs: int = flag(8, "sequence tasks: passes over the training sequences", ge=1)
     data_dir: str | None = flag(None, "sequence tasks: folder whose transformer_<task>/ holds "
                                       "train.npz and test.npz (int arrays src, tgt; 0-padded, "
                                       "BOS/EOS framed), yours or written by an earlier run; "
@@ -81,10 +85,10 @@ class Config(RunConfig):
                                       "(default: generated in memory)")
     train_limit: int = flag(40000, "sequence tasks: distinct training sequences generated (of "
                                    "a --data-dir of your own: a random subset of this many)",
-                            aliases=["--train-size"])
+                            aliases=["--train-size"], ge=1)
     test_limit: int = flag(2000, "sequence tasks: held-out sequences generated, disjoint from "
                                  "training (of your own: a random subset)",
-                           aliases=["--test-size"])
+                           aliases=["--test-size"], ge=1)
     checkpoint_dir: str | None = flag(None, "results (and for sequence tasks checkpoints, "
                                             "history and plots; default: "
                                             "checkpoints/transformer_<task>)")
@@ -92,10 +96,43 @@ class Config(RunConfig):
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
     evaluate: bool = flag(False, "sequence tasks: do not train; restore the best checkpoint "
                                  "and evaluate it")
-    seed: int = flag(0, "seed of the data, initialisation, shuffling and dropout")
+    seed: int = flag(0, "seed of the data, initialisation, shuffling and dropout", ge=0,
+                     le=MAX_SEED)
     seeds: int = flag(1, "sequence tasks: train this many seeds (--seed, --seed + 1, ...; the "
                          "data stays that of --seed) back to back, compiling once; "
-                         "results.json summarises their exact-sequence accuracies")
+                         "results.json summarises their exact-sequence accuracies", ge=1, le=1000)
+
+    def rules(self) -> None:
+        super().rules()
+        if self.task == "random":
+            used = [f for f, on in (("--resume", self.resume), ("--evaluate", self.evaluate),
+                                    ("--seeds", self.seeds != 1),
+                                    ("--data-dir", self.data_dir)) if on]
+            if used:
+                raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
+                                  f"{' / '.join(sorted(TASKS))}); the random demo runs "
+                                  f"--steps steps and writes results.json")
+        sizes = {**TASK_DEFAULTS["random" if self.task == "random" else "sequence"],
+                 **{k: getattr(self, k) for k in TASK_DEFAULTS["random"]
+                    if getattr(self, k) is not None}}
+        if sizes["dim"] % sizes["head_num"]:
+            raise ConfigError(f"--dim {sizes['dim']} must be divisible by --head-num "
+                              f"{sizes['head_num']}")
+        if self.task == "random":
+            return
+        if self.min_len > sizes["seq_len"]:
+            raise ConfigError(f"--min-len {self.min_len} exceeds --seq-len {sizes['seq_len']}")
+        if not self.data_dir:  # generated here: enough distinct sequences must exist
+            distinct = distinct_sequences(sizes["vocab"], self.min_len, sizes["seq_len"])
+            if self.train_limit + self.test_limit > distinct:
+                raise ConfigError(
+                    f"--train-limit + --test-limit = {self.train_limit + self.test_limit} "
+                    f"distinct sequences asked for, but only {distinct} exist with --vocab "
+                    f"{sizes['vocab']} and lengths {self.min_len}..{sizes['seq_len']}; "
+                    f"raise --vocab or --seq-len")
+            if sizes["batch_size"] > self.train_limit:
+                raise ConfigError(f"--batch-size {sizes['batch_size']} exceeds the "
+                                  f"{self.train_limit} training sequences (--train-limit)")
 
 
 PRESETS = {
@@ -105,25 +142,11 @@ PRESETS = {
 
 
 def resolve(cfg: Config) -> Config:
-    """Fill unset sizes with the task's defaults, and check the values."""
-    if cfg.task != "random" and cfg.task not in TASKS:
-        raise ConfigError(f"unknown --task {cfg.task!r}; choose random or one of {sorted(TASKS)}")
-    if cfg.init not in ("flax", "torch"):
-        raise ConfigError(f"--init must be flax or torch, got {cfg.init!r}")
-    if cfg.task == "random":
-        used = [f for f, on in (("--resume", cfg.resume), ("--evaluate", cfg.evaluate),
-                                ("--seeds", cfg.seeds != 1), ("--data-dir", cfg.data_dir))
-                if on]
-        if used:
-            raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
-                              f"{' / '.join(sorted(TASKS))}); the random demo runs "
-                              f"--steps steps and writes results.json")
+    """Fill unset sizes with the task's defaults (the values were checked when ``cfg``
+    was built, and are again)."""
     defaults = TASK_DEFAULTS["random" if cfg.task == "random" else "sequence"]
-    cfg = dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
-                                      if getattr(cfg, k) is None})
-    if cfg.dim % cfg.head_num:
-        raise ConfigError(f"--dim {cfg.dim} must be divisible by --head-num {cfg.head_num}")
-    return cfg
+    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
+                                       if getattr(cfg, k) is None})
 
 
 def build(cfg: Config, max_len: int, dtype=jnp.float32) -> Transformer:
@@ -243,8 +266,6 @@ def run_sequence_task(cfg: Config, dtype) -> dict:
     if not 1 <= cfg.batch_size <= len(train_src):
         raise ConfigError(f"--batch-size {cfg.batch_size} must lie in 1..{len(train_src)} "
                           f"(the training sequences)")
-    if cfg.epochs < 1:
-        raise ConfigError(f"--epochs must be positive, got {cfg.epochs}")
     total = cfg.epochs * (len(train_src) // cfg.batch_size)
     schedule = optax.warmup_cosine_decay_schedule(  # decay_steps counts the warm-up too
         0.0, cfg.lr, warmup_steps=min(MAX_WARMUP_STEPS, warmup_steps(cfg.warmup, total)),

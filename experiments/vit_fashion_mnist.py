@@ -29,8 +29,8 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec
-from jaxhw.experiment import (Images, Preprocess, RunConfig, engine_trainer, image_plan,
-                              load_images, start, train_and_evaluate)
+from jaxhw.experiment import (Images, Preprocess, RunConfig, check_batch, engine_trainer,
+                              image_plan, load_images, start, train_and_evaluate)
 from jaxhw.models.vit import VisionTransformer
 from jaxhw.train import Hook, TrainState, classification_loss
 from jaxhw.train.schedules import warmup_steps
@@ -42,29 +42,45 @@ SPEC = get_spec("fashion_mnist")
 
 @dataclasses.dataclass
 class Config(RunConfig):
-    patch_size: int = flag(7, "patch side in pixels (must divide 28)")
-    embed_dim: int = flag(128, "token width")
-    depth: int = flag(4, "transformer blocks")
-    num_heads: int = flag(8, "attention heads (must divide --embed-dim)")
-    mlp_ratio: float = flag(2.0, "MLP hidden width / embed dim")
+    patch_size: int = flag(7, "patch side in pixels (must divide 28)", ge=1, le=28)
+    embed_dim: int = flag(128, "token width", ge=1)
+    depth: int = flag(4, "transformer blocks", ge=1)
+    num_heads: int = flag(8, "attention heads (must divide --embed-dim)", ge=1)
+    mlp_ratio: float = flag(2.0, "MLP hidden width / embed dim", gt=0)
     dropout: float = flag(0.0, "dropout after embeddings, attention projection and MLP",
-                          aliases=["--drop-rate"])
+                          aliases=["--drop-rate"], ge=0, lt=1)
     drop_path: float = flag(0.0, "stochastic depth: chance of skipping the last block's "
-                                 "branches (rising linearly from 0 at the first block)")
-    epochs: int = flag(22, "passes over the 60,000 training images")
-    batch_size: int = flag(128, "images per step")
+                                 "branches (rising linearly from 0 at the first block)",
+                          ge=0, lt=1)
+    epochs: int = flag(22, "passes over the 60,000 training images", ge=1)
+    batch_size: int = flag(128, "images per step", ge=1)
     optimizer: str = flag("adamw", "adamw (warm-up + cosine schedule) or adam (constant --lr, "
                                    "as in the original)", choices=["adamw", "adam"])
-    lr: float = flag(3e-3, "peak learning rate")
-    weight_decay: float = flag(0.3, "AdamW decoupled weight decay on weight matrices")
+    lr: float = flag(3e-3, "peak learning rate", gt=0)
+    weight_decay: float = flag(0.3, "AdamW decoupled weight decay on weight matrices", ge=0)
     warmup: float = flag(1 / 22, "fraction of the steps spent warming up (adamw; at most "
-                                 "half; the default is one epoch of 22)")
-    label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets")
-    crop_pad: int = flag(0, "random-crop padding in pixels (0 disables cropping)")
+                                 "half; the default is one epoch of 22)", ge=0, le=1)
+    label_smoothing: float = flag(0.1, "label smoothing of the cross-entropy targets",
+                                   ge=0, lt=1)
+    crop_pad: int = flag(0, "random-crop padding in pixels (0 disables cropping)",
+                        ge=0, le=14)
     flip: bool = flag(True, "random horizontal flips while training")
     erase: float = flag(0.0, "chance of random erasing: blank one random rectangle (2-25 %% "
-                             "of the image) of a training image")
+                             "of the image) of a training image", ge=0, le=1)
     tta: bool = flag(True, "average the predictions of each test image and its mirror")
+
+    def rules(self) -> None:
+        super().rules()
+        if 28 % self.patch_size:
+            raise ConfigError(f"--patch-size {self.patch_size} does not divide the image size "
+                              f"28; use 1, 2, 4, 7, 14 or 28")
+        if self.embed_dim % self.num_heads:
+            raise ConfigError(f"--embed-dim {self.embed_dim} is not divisible by --num-heads "
+                              f"{self.num_heads}")
+        if int(self.embed_dim * self.mlp_ratio) < 1:
+            raise ConfigError(f"--mlp-ratio {self.mlp_ratio} leaves the MLP no hidden unit at "
+                              f"--embed-dim {self.embed_dim}")
+        check_batch(self, "fashion_mnist")
 
 
 PRESETS = {
@@ -87,12 +103,7 @@ PRESETS = {
 
 
 def build_model(cfg: Config, dtype=jnp.float32) -> VisionTransformer:
-    if 28 % cfg.patch_size:
-        raise ConfigError(f"--patch-size {cfg.patch_size} does not divide the image size 28; "
-                          f"use 1, 2, 4, 7, 14 or 28")
-    if cfg.embed_dim % cfg.num_heads:
-        raise ConfigError(f"--embed-dim {cfg.embed_dim} is not divisible by --num-heads "
-                          f"{cfg.num_heads}")
+    cfg.check()
     return VisionTransformer(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
                              embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
                              mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.dropout,

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 from jaxhw import cli, config
-from jaxhw.config import ConfigError, flag
-from jaxhw.experiment import EngineConfig
+from jaxhw.config import Items, flag
+from jaxhw.experiment import MAX_SEED, EngineConfig, check_batch
 from jaxhw.train import write_json
 
 from experiments import vit_fashion_mnist
@@ -44,14 +44,20 @@ class Config(EngineConfig):
                                                      "results/vit_sweep)")
     checkpoint_dir: str = flag("checkpoints/vit_sweep", "each setting's checkpoints and plots "
                                                         "go to <checkpoint-dir>/<setting>")
-    only: str = flag("", f"comma-separated subset of the settings {list(SETTINGS)} (all if empty)")
-    epochs: int = flag(3, "epochs per setting (the same for all)")
-    lr: float = flag(3e-3, "peak AdamW learning rate (the same for all)")
-    batch_size: int = flag(128, "images per step (the same for all)")
+    only: str = flag("", "the settings to run", items=Items(names=tuple(SETTINGS),
+                                                             allow_empty=True))
+    epochs: int = flag(3, "epochs per setting (the same for all)", ge=1)
+    lr: float = flag(3e-3, "peak AdamW learning rate (the same for all)", gt=0)
+    batch_size: int = flag(128, "images per step (the same for all)", ge=1)
     resume: bool = flag(False, "keep and skip settings already finished in --out")
-    seed: int = flag(0, "seed of every setting")
-    train_limit: int = flag(0, "train on a random subset of this many images (0 = all)")
-    test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)")
+    seed: int = flag(0, "seed of every setting", ge=0, le=MAX_SEED)
+    train_limit: int = flag(0, "train on a random subset of this many images (0 = all)", ge=0)
+    test_limit: int = flag(0, "evaluate on a random subset of this many images (0 = all)",
+                           ge=0)
+
+    def rules(self) -> None:
+        super().rules()
+        check_batch(self, "fashion_mnist")
 
 
 def _row(name: str, r: dict) -> dict:
@@ -74,9 +80,6 @@ def write_table(rows: list[dict], path: Path) -> None:
 def main(argv=None) -> None:
     cfg = config.parse(Config, __doc__, argv)
     names = [n for n in cfg.only.split(",") if n] or list(SETTINGS)
-    unknown = sorted(set(names) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     done = {}

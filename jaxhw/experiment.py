@@ -20,7 +20,7 @@ import jax
 import numpy as np
 import optax
 
-from jaxhw.config import ConfigError, flag
+from jaxhw.config import Checked, ConfigError, flag
 from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
                         random_erase, subset)
 from jaxhw.data.pipeline import alternate_flip
@@ -38,7 +38,7 @@ CONV_HELP = ("convolution and max pooling: auto (jaxhw's CPU versions on a CPU -
 
 
 @dataclasses.dataclass
-class EngineConfig:
+class EngineConfig(Checked):
     """Flags of the training engine that every experiment has."""
 
     dtype: str = flag("auto", DTYPE_HELP, choices=DTYPES)
@@ -47,15 +47,13 @@ class EngineConfig:
                                   "the steps between two host reads of the loss (50), but 1 "
                                   "on a CPU for models with convolutions, which XLA runs "
                                   "slower inside a loop; more keeps a fast GPU busy when "
-                                  "steps are short")
-    gpu_autotune: int = flag(-1, AUTOTUNE_HELP)
+                                  "steps are short", ge=0)
+    gpu_autotune: int = flag(-1, AUTOTUNE_HELP, ge=-1, le=4)
 
 
 def engine_options(cfg: EngineConfig, base: dict[str, str] | None = None
                      ) -> dict[str, str] | None:
     """``base`` (e.g. the CPU convolution's options) plus ``--gpu-autotune``'s."""
-    if not -1 <= cfg.gpu_autotune <= 4:
-        raise ConfigError(f"--gpu-autotune must lie in -1..4, got {cfg.gpu_autotune}")
     return merge(base, gpu_compiler_options(cfg.gpu_autotune))
 
 
@@ -64,11 +62,9 @@ def start(cfg: EngineConfig, name: str | None = None) -> Any:
     run folders' ``--resume`` / ``--overwrite`` rules, before any data is loaded), turn
     the compilation cache on (or off), resolve ``--dtype``, and say where it runs.
     Returns the compute dtype."""
+    cfg.check()  # again: a config changed after it was built
     if name is not None:
         check_run_folders(name, cfg)
-    if cfg.steps_per_call < 0:
-        raise ConfigError(f"--steps-per-call must be 0 or more, got {cfg.steps_per_call}")
-    engine_options(cfg)  # checks --gpu-autotune
     dtype = compute_dtype(cfg.dtype)
     cache = enable_compile_cache(cfg.compile_cache)
     print(f"device: {device_name()}; compute dtype {dtype.name}; compilation cache: "
@@ -94,6 +90,9 @@ def print_timing(timing: dict, dtype: str) -> None:
           f"training {timing['train_s']:.1f} s (both excluded) on {timing['device']}, {dtype}")
 
 
+MAX_SEED = 2**31 - 1  # seeds are int32 for jax.random.key and NumPy alike
+
+
 @dataclasses.dataclass
 class RunConfig(EngineConfig):
     """Flags every experiment has."""
@@ -107,13 +106,38 @@ class RunConfig(EngineConfig):
                                   "start over")
     evaluate: bool = flag(False, "do not train: restore the best checkpoint in "
                                  "--checkpoint-dir and evaluate it")
-    seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)")
-    train_limit: int = flag(0, "train on a random subset of this many examples (0 = all)")
-    test_limit: int = flag(0, "test on a random subset of this many examples (0 = all)")
+    seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)",
+                     ge=0, le=MAX_SEED)
+    train_limit: int = flag(0, "train on a random subset of this many examples (0 = all)",
+                            ge=0)
+    test_limit: int = flag(0, "test on a random subset of this many examples (0 = all)", ge=0)
     seeds: int = flag(1, "train this many seeds (--seed, --seed + 1, ...) back to back in one "
                          "process, compiling once; each seed checkpoints to "
                          "<checkpoint-dir>/seed_<s>, and results.json lists every seed's "
-                         "accuracy and times with their mean and standard deviation")
+                         "accuracy and times with their mean and standard deviation",
+                     ge=1, le=1000)
+
+    def rules(self) -> None:
+        super().rules()
+        if self.evaluate and (self.resume or self.overwrite):
+            raise ConfigError("--evaluate excludes --resume and --overwrite")
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ConfigError(f"--seed + --seeds - 1 must be at most {MAX_SEED}")
+
+
+def check_batch(cfg: RunConfig, dataset: str, batch_size: int | None = None,
+                examples: int | None = None) -> None:
+    """``--batch-size`` (or ``batch_size``) against the training examples a run of
+    ``dataset`` will have: ``--train-limit`` of them, or ``examples`` (default: the
+    published train split), checked before anything loads; a local folder with fewer is
+    checked again once loaded."""
+    batch = cfg.batch_size if batch_size is None else batch_size
+    available = get_spec(dataset).train_examples if examples is None else examples
+    limit = f" (--train-limit {cfg.train_limit})" if 0 < cfg.train_limit < available else ""
+    available = min(cfg.train_limit, available) if cfg.train_limit else available
+    if batch > available:
+        raise ConfigError(f"--batch-size {batch} exceeds the {available:,} training "
+                          f"examples{limit}; use at most {available}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,8 +184,6 @@ def run_dir(name: str, cfg: RunConfig, seed: int | None = None) -> Path:
 
 def run_seeds_of(cfg: RunConfig) -> list[int]:
     """The seeds ``--seed``, ``--seed + 1``, ... of ``--seeds``."""
-    if cfg.seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {cfg.seeds}")
     return [cfg.seed + k for k in range(cfg.seeds)]
 
 
@@ -176,8 +198,6 @@ def _check_folder(folder: Path, cfg: RunConfig) -> None:
     if not cfg.evaluate:
         check_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
         return
-    if cfg.resume or cfg.overwrite:
-        raise ConfigError("--evaluate excludes --resume and --overwrite")
     check_run(folder, resume=True, overwrite=False, flag="--evaluate")
 
 

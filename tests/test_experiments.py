@@ -148,7 +148,7 @@ def test_help_shows_every_default(name):
     parser = config.build_parser(module.Config, "", getattr(module, "PRESETS", None))
     for action in parser._actions:
         if action.dest not in ("help", "preset"):
-            assert "(default" in action.help, (name, action.dest, action.help)
+            assert "default: " in action.help, (name, action.dest, action.help)
 
 
 def test_a_run_folder_conflict_is_reported_before_any_data_is_loaded(tmp_path, capsys):

@@ -44,6 +44,7 @@ class DatasetSpec:
     tfds_name: str
     tfds_url: str  # where tfds downloads the raw files from (probed before loading)
     image_shape: tuple[int, int, int] | None = None  # [height, width, channels]
+    train_examples: int = 0  # of the published train split (flags are checked against it)
 
     @property
     def num_classes(self) -> int:
@@ -55,17 +56,19 @@ DATASETS: dict[str, DatasetSpec] = {
         "cifar10", "image",
         ("airplane", "automobile", "bird", "cat", "deer",
          "dog", "frog", "horse", "ship", "truck"),
-        tfds_name="cifar10", tfds_url="https://www.cs.toronto.edu/~kriz/", image_shape=(32, 32, 3)),
+        tfds_name="cifar10", tfds_url="https://www.cs.toronto.edu/~kriz/", image_shape=(32, 32, 3),
+        train_examples=50_000),
     "fashion_mnist": DatasetSpec(
         "fashion_mnist", "image",
         ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
         tfds_name="fashion_mnist",
         tfds_url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-        image_shape=(28, 28, 1)),
+        image_shape=(28, 28, 1), train_examples=60_000),
     "imdb": DatasetSpec(
         "imdb", "text", ("negative", "positive"),
-        tfds_name="imdb_reviews", tfds_url="http://ai.stanford.edu/~amaas/data/sentiment/"),
+        tfds_name="imdb_reviews", tfds_url="http://ai.stanford.edu/~amaas/data/sentiment/",
+        train_examples=25_000),
 }
 
 

@@ -23,6 +23,12 @@ TASKS = {
 }
 
 
+def distinct_sequences(vocab: int, min_len: int, max_len: int) -> int:
+    """How many different contents of lengths ``min_len..max_len`` the tokens from
+    ``FIRST`` to ``vocab - 1`` make."""
+    return sum((vocab - FIRST) ** length for length in range(min_len, max_len + 1))
+
+
 def sequence_task(task: str, n: int, vocab: int, min_len: int, max_len: int, seed: int,
                   exclude: set[bytes] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n`` distinct examples of ``task``: ``src [n, max_len]`` (content, 0-padded) and
@@ -36,7 +42,7 @@ def sequence_task(task: str, n: int, vocab: int, min_len: int, max_len: int, see
     if not 1 <= min_len <= max_len or vocab <= FIRST:
         raise ValueError(f"need 1 <= min_len <= max_len and vocab > {FIRST}, got "
                          f"min_len={min_len}, max_len={max_len}, vocab={vocab}")
-    distinct = sum((vocab - FIRST) ** length for length in range(min_len, max_len + 1))
+    distinct = distinct_sequences(vocab, min_len, max_len)
     if n + len(exclude or ()) > distinct:
         raise ValueError(f"asked for {n} distinct sequences (plus {len(exclude or ())} excluded) "
                          f"but only {distinct} exist for vocab={vocab}, lengths "
