@@ -17,6 +17,7 @@ from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 
@@ -27,7 +28,7 @@ from jaxhw.data.pipeline import alternate_flip
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
-from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_dtype
+from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_capability, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
 
 
@@ -82,12 +83,15 @@ def timing_summary(trainer: Trainer, history: Sequence[dict]) -> dict:
     both excluded) for results.json, with the device."""
     return {"compile_s": trainer.compile_s, "trace_s": trainer.trace_s,
             "train_s": sum(r["train_time_s"] for r in history),
-            "device": device_name()}
+            "device": device_name(), "compute_capability": compute_capability(),
+            "programs": len(trainer.programs), "program_list": trainer.programs}
 
 
 def print_timing(timing: dict, dtype: str) -> None:
-    print(f"compile {timing['compile_s']:.1f} s (+ {timing['trace_s']:.1f} s tracing), "
-          f"training {timing['train_s']:.1f} s (both excluded) on {timing['device']}, {dtype}")
+    names = ", ".join(f"{p['program']} {p['compile_s']:.1f} s" for p in timing["program_list"])
+    print(f"compile {timing['compile_s']:.1f} s (+ {timing['trace_s']:.1f} s tracing) for "
+          f"{timing['programs']} programs ({names}); training {timing['train_s']:.1f} s "
+          f"(both excluded) on {timing['device']}, {dtype}")
 
 
 MAX_SEED = 2**31 - 1  # seeds are int32 for jax.random.key and NumPy alike
@@ -213,9 +217,11 @@ def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
 def engine_trainer(cfg: EngineConfig, model: nn.Module, tx: optax.GradientTransformation,
                    compiler_options: dict[str, str] | None = None, **kwargs) -> Trainer:
     """A :class:`Trainer` with the engine flags applied (``--steps-per-call``,
-    ``--gpu-autotune`` on top of ``compiler_options``); ``kwargs`` go to the Trainer."""
+    ``--gpu-autotune`` on top of ``compiler_options``, loss scaling when the compute
+    dtype is float16); ``kwargs`` go to the Trainer."""
     return Trainer(model, tx, steps_per_call=cfg.steps_per_call,
-                   compiler_options=engine_options(cfg, compiler_options), **kwargs)
+                   compiler_options=engine_options(cfg, compiler_options),
+                   loss_scaling=compute_dtype(cfg.dtype) == jnp.float16, **kwargs)
 
 
 @dataclasses.dataclass

@@ -61,10 +61,10 @@ def test_resume_without_checkpoint_is_a_clear_error(tiny_data, tmp_path, capsys)
 def test_unknown_dtype_is_refused_before_anything_runs(name, tmp_path, capsys):
     module = importlib.import_module(f"experiments.{name}")
     with pytest.raises(SystemExit) as exit_:
-        module.main(["--dtype", "float16", "--data-dir", str(tmp_path / "none")])
+        module.main(["--dtype", "float8", "--data-dir", str(tmp_path / "none")])
     assert exit_.value.code == 2
     err = capsys.readouterr().err
-    assert "--dtype" in err and "invalid choice: 'float16'" in err and "bfloat16" in err
+    assert "--dtype" in err and "invalid choice: 'float8'" in err and "bfloat16" in err
     assert not (tmp_path / "none").exists()
 
 

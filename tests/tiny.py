@@ -28,7 +28,7 @@ def tiny_dataset(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def tiny_trainer(mesh=None, lr: float = 0.05, compiler_options=None,
-                 steps_per_call: int = 0) -> Trainer:
+                 steps_per_call: int = 0, **kwargs) -> Trainer:
     return Trainer(TinyNet(), optax.sgd(lr, 0.9), mesh=mesh, log_every=4,
                    preprocess=Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, pad=1, flip=True),
-                   compiler_options=compiler_options, steps_per_call=steps_per_call)
+                   compiler_options=compiler_options, steps_per_call=steps_per_call, **kwargs)

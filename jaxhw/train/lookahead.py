@@ -63,4 +63,7 @@ class Lookahead:
             slow = jax.tree.map(lambda a, b: a + (weight * (b - a)).astype(a.dtype), st.slow, fast)
             return st.replace(params=slow["params"], batch_stats=slow["batch_stats"], slow=slow)
 
-        return jax.lax.cond(copy_back, update, lambda st: st, state)
+        # A select, not lax.cond: a GPU evaluates a conditional's predicate on the host,
+        # which would stall every step of a block; the update is a few elementwise ops.
+        updated = update(state)
+        return jax.tree.map(lambda new, old: jnp.where(copy_back, new, old), updated, state)

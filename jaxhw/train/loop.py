@@ -22,6 +22,7 @@ from jaxhw.data.pipeline import epoch_batches, eval_batches
 from jaxhw.train import parallel
 from jaxhw.train.checkpoint import Checkpoints, write_json
 from jaxhw.train.lookahead import Lookahead
+from jaxhw.train.loss_scale import LossScale
 from jaxhw.train.state import TrainState, create_train_state
 from jaxhw.train.steps import (LossFn, Preprocess, classification_loss, identity_preprocess,
                                make_eval_step, make_train_steps)
@@ -32,6 +33,29 @@ Data = Union[dict, list]  # one on-device dataset {"x", "y"}, or a list of bucke
 
 def _buckets(data: Data) -> list[dict]:
     return list(data) if isinstance(data, (list, tuple)) else [data]
+
+
+FULL_BLOCK_SHARE = 0.9  # with buckets, auto blocks are short enough for this share of full calls
+
+
+def full_block_share(counts: Sequence[int], block: int) -> float:
+    """The share of an epoch's device calls that are full blocks of ``block`` steps when
+    bucket ``b`` has ``counts[b]`` batches (each bucket's last, shorter run is one call)."""
+    calls = sum(-(-n // block) for n in counts)
+    return sum(n // block for n in counts) / max(calls, 1)
+
+
+def plan_calls(counts: Sequence[int], run: int, block: int, key: jax.Array | None
+               ) -> list[tuple[int, int, int]]:
+    """An epoch's device calls ``(bucket, first batch, steps)``: each bucket's batches
+    (rows ``0 .. counts[b] - 1`` of its shuffled batch array) cut into runs of ``run``
+    consecutive batches, the runs of all buckets shuffled together with ``key`` (None: one
+    bucket, kept in order), and each run cut into calls of ``block`` steps. Only a
+    bucket's last run can be shorter, so nearly every call is a full block."""
+    runs = [(b, s, min(run, n - s)) for b, n in enumerate(counts) for s in range(0, n, run)]
+    if key is not None and len(runs) > 1:
+        runs = [runs[k] for k in np.asarray(jax.random.permutation(key, len(runs)))]
+    return [(b, t, min(block, s + c - t)) for b, s, c in runs for t in range(s, s + c, block)]
 
 
 class Hook:
@@ -79,8 +103,12 @@ class Trainer:
         ``log_every``, the steps between two host reads of the loss, except on a CPU for
         models with convolutions: XLA's CPU backend runs convolutions inside a loop many
         times slower (figures in the README), so those take one step
-        per call there. Hooks still see every step's loss, and the losses equal those of
-        one step per call.
+        per call there; with buckets, auto shortens the block until at least 90 % of an
+        epoch's calls are full blocks (:func:`full_block_share`). Hooks still see every
+        step's loss, and the losses equal those of one step per call.
+      bucket_run: with buckets, how many batches of one bucket are taken in a row
+        (:func:`plan_calls`); 0 = the block's length.
+      loss_scaling: dynamic loss scaling (float16 training; the scale lives in the state).
 
     Every program (a train block or an eval step, per input shape) is compiled ahead of
     its first use and timed: ``compile_s`` is XLA's time so far (near 0 when the
@@ -101,14 +129,17 @@ class Trainer:
     compiler_options: dict[str, str] | None = None
     steps_per_call: int = 0
     lookahead: Lookahead | None = None  # weight averaging after each step (airbench's)
+    bucket_run: int = 0
+    loss_scaling: bool = False
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
-        if self.log_every < 1 or self.steps_per_call < 0:
+        if self.log_every < 1 or self.steps_per_call < 0 or self.bucket_run < 0:
             raise ConfigError(f"log_every ({self.log_every}) must be positive and "
-                              f"steps_per_call ({self.steps_per_call}) not negative")
+                              f"steps_per_call ({self.steps_per_call}) and bucket_run "
+                              f"({self.bucket_run}) not negative")
         self.block = self.steps_per_call or None  # None: chosen at the first train_epoch
-        self.train_steps = None
+        self._blocks: dict[int, Any] = {}  # steps per call -> its jitted block
         self.eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
                                         self.preprocess, self.tta, self.compiler_options)
         self._executables: dict[tuple, Any] = {}
@@ -124,6 +155,13 @@ class Trainer:
     def trace_s(self) -> float:
         """Seconds spent tracing and lowering the programs to XLA so far (Python side)."""
         return sum(seconds for _, _, seconds in self.traced)
+
+    @property
+    def programs(self) -> list[dict]:
+        """Every program compiled so far: its name (``train x<steps>`` or ``eval``), input
+        shapes, compile and trace seconds."""
+        return [{"program": name, "shapes": shape, "compile_s": c, "trace_s": t}
+                for (name, shape, c), (_, _, t) in zip(self.compiled, self.traced)]
 
     @property
     def setup_s(self) -> float:
@@ -146,21 +184,29 @@ class Trainer:
             self._executables[key] = executable
         return executable(state, *args)
 
-    def _choose_block(self, state: TrainState, data: dict) -> int:
-        if self.steps_per_call or jax.default_backend() != "cpu":
-            return self.steps_per_call or self.log_every
-        x = self.preprocess(jax.random.key(0), jax.tree.map(lambda a: a[:1], data["x"]), False)
-        args = x if isinstance(x, tuple) else (x,)
-        forward = jax.make_jaxpr(lambda v, *a: self.model.apply(v, *a, train=False))
-        has_conv = "conv_general_dilated" in str(forward(state.variables(), *args))
-        return 1 if has_conv else self.log_every
+    def _choose_block(self, state: TrainState, data: dict, counts: Sequence[int]) -> int:
+        if self.steps_per_call:
+            return self.steps_per_call
+        if jax.default_backend() == "cpu":
+            x = self.preprocess(jax.random.key(0), jax.tree.map(lambda a: a[:1], data["x"]),
+                                False)
+            args = x if isinstance(x, tuple) else (x,)
+            forward = jax.make_jaxpr(lambda v, *a: self.model.apply(v, *a, train=False))
+            if "conv_general_dilated" in str(forward(state.variables(), *args)):
+                return 1
+        block = self.log_every
+        if len(counts) > 1:  # buckets: each bucket's last run is short; keep those rare
+            while block > 1 and full_block_share(counts, block) < FULL_BLOCK_SHARE:
+                block -= 1
+        return block
 
-    def _build_train_steps(self, state: TrainState, data: dict) -> None:
-        if self.train_steps is None:
-            self.block = self._choose_block(state, data)
-            self.train_steps = make_train_steps(self.model, self.tx, self.loss_fn, self.mesh,
-                                                self.preprocess, self.compiler_options,
-                                                self.block, self.lookahead)
+    def _block_fn(self, steps: int):
+        """The jitted block of ``steps`` optimizer steps (built once per length)."""
+        if steps not in self._blocks:
+            self._blocks[steps] = make_train_steps(
+                self.model, self.tx, self.loss_fn, self.mesh, self.preprocess,
+                self.compiler_options, steps, self.lookahead)
+        return self._blocks[steps]
 
     def train_memory(self, state: TrainState, data: dict, batch_size: int) -> dict[str, int]:
         """XLA's memory analysis of the compiled train block for batches of ``batch_size``
@@ -168,10 +214,11 @@ class Trainer:
         indices), ``outputs``, ``aliased`` (outputs written into donated arguments),
         ``temporaries``, and ``peak`` = arguments + outputs - aliased + temporaries, what
         the device must hold while the block runs. Compiles without running anything."""
-        self._build_train_steps(state, data)
+        if self.block is None:
+            self.block = self._choose_block(state, data, [len(data["y"]) // batch_size])
         batches = np.zeros((self.block, batch_size), np.int32)
-        compiled = self.train_steps.lower(state, data, parallel.replicate(batches, self.mesh),
-                                          np.int32(0), np.int32(self.block)).compile()
+        compiled = self._block_fn(self.block).lower(
+            state, data, parallel.replicate(batches, self.mesh), np.int32(0)).compile()
         m = compiled.memory_analysis()
         stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
                  "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
@@ -185,6 +232,8 @@ class Trainer:
         x = self.preprocess(rng, example_x, False)
         args = x if isinstance(x, tuple) else (x,)
         state = create_train_state(self.model, self.tx, rng, *args)
+        if self.loss_scaling:
+            state = state.replace(loss_scale=LossScale.create())
         if self.lookahead is not None:
             state = self.lookahead.init(state)
         return parallel.replicate(state, self.mesh)
@@ -200,43 +249,33 @@ class Trainer:
         """One pass over ``data`` in a shuffled order; returns the state and the mean loss.
 
         ``data`` may be a list of buckets (datasets whose inputs differ in shape, e.g. token
-        sequences cut to different lengths): batches are drawn within a bucket, and the
-        batches of all buckets are shuffled together. Each bucket shape compiles once."""
+        sequences cut to different lengths): batches are drawn within a bucket, in runs of
+        ``bucket_run`` (default: the block) batches of one bucket, the runs of all buckets
+        shuffled together (:func:`plan_calls`). Each bucket shape compiles once per block
+        length (the full block, and the shorter last run of each bucket)."""
         parallel.check_batch_size(batch_size, self.mesh)
         buckets = _buckets(data)
-        self._build_train_steps(state, buckets[0])
         # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
         keys = jax.random.split(shuffle_key, len(buckets) + 1) if len(buckets) > 1 else [shuffle_key]
-        batches = {b: np.asarray(epoch_batches(keys[b], len(d["y"]), batch_size))
-                   for b, d in enumerate(buckets) if len(d["y"]) >= batch_size}
-        plan = [(b, i) for b, rows in batches.items() for i in range(len(rows))]
-        if not plan:
+        used = [b for b, d in enumerate(buckets) if len(d["y"]) >= batch_size]
+        if not used:
             raise ConfigError(f"batch size {batch_size} exceeds every bucket of training data")
-        if len(buckets) > 1:
-            order = np.asarray(jax.random.permutation(keys[-1], len(plan)))
-            plan = [plan[k] for k in order]
-        steps = len(plan)
-        # Each bucket's batches in the order the plan takes them, so that consecutive plan
-        # entries of one bucket are consecutive rows; runs of them become blocks of steps.
-        taken: dict[int, list[int]] = {b: [] for b in batches}
-        positions = []
-        for b, i in plan:
-            positions.append(len(taken[b]))
-            taken[b].append(i)
-        ordered = {b: parallel.replicate(batches[b][taken[b]], self.mesh) for b in batches}
-        calls, start = [], 0
-        while start < steps:
-            b, count = plan[start][0], 1
-            while count < self.block and start + count < steps and plan[start + count][0] == b:
-                count += 1
-            calls.append((b, positions[start], count))
-            start += count
+        batches = {b: np.asarray(epoch_batches(keys[b], len(buckets[b]["y"]), batch_size))
+                   for b in used}
+        counts = [len(batches[b]) for b in used]
+        if self.block is None:
+            self.block = self._choose_block(state, buckets[used[0]], counts)
+        calls = [(used[i], first, count) for i, first, count in plan_calls(
+            counts, self.bucket_run or self.block, self.block,
+            keys[-1] if len(buckets) > 1 else None)]
+        steps = sum(counts)
+        ordered = {b: parallel.replicate(rows, self.mesh) for b, rows in batches.items()}
         pending, waiting, total, done = [], 0, 0.0, 0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
             for n, (b, position, count) in enumerate(calls):
-                state, losses = self._call("train", self.train_steps, state, buckets[b],
-                                           ordered[b], np.int32(position), np.int32(count))
+                state, losses = self._call(f"train x{count}", self._block_fn(count), state,
+                                           buckets[b], ordered[b], np.int32(position))
                 pending.append((losses, count))
                 done, waiting = done + count, waiting + count
                 if waiting >= self.log_every or n == len(calls) - 1:
@@ -256,15 +295,17 @@ class Trainer:
         plans = []
         for bucket in _buckets(data):
             n = len(bucket["y"])
-            size = min(batch_size, -(-n // self.mesh.size) * self.mesh.size)
+            # One batch size for every split (their programs are shared): batch_size, or
+            # for a split smaller than that the next power of two.
+            size = batch_size if n >= batch_size else 1 << max(n - 1, 0).bit_length()
             size += -size % self.mesh.size
             plans.append((bucket, *eval_batches(n, size)))
         progress = tqdm(total=sum(len(idx) for _, idx, _ in plans), desc="evaluating",
                         unit="batch", leave=False, mininterval=2.0)
         for bucket, idx, mask in plans:
             for b in range(len(idx)):
-                l, c, p = self._call("eval", self.eval_step, state, bucket,
-                                     jnp.asarray(idx[b]), jnp.asarray(mask[b]))
+                rows = jax.tree.map(lambda a: jnp.take(a, jnp.asarray(idx[b]), axis=0), bucket)
+                l, c, p = self._call("eval", self.eval_step, state, rows, jnp.asarray(mask[b]))
                 loss_sum, count = loss_sum + l, count + c
                 preds.append(np.asarray(p)[mask[b] > 0])
                 progress.update()

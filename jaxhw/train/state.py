@@ -25,6 +25,7 @@ class TrainState:
     opt_state: Any
     rng: jax.Array           # base PRNG key of the run
     slow: Any = None         # lookahead's slow weights {"params", "batch_stats"}; {} if unused
+    loss_scale: Any = None   # float16 training: jaxhw.train.loss_scale.LossScale; else None
 
     def variables(self) -> dict:
         """The ``variables`` dict that ``model.apply`` expects."""

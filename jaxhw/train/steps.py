@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 
 from jaxhw.data.pipeline import tta_views
 from jaxhw.train.lookahead import Lookahead
+from jaxhw.train.loss_scale import all_finite, keep_if
 from jaxhw.train.parallel import batch_sharded, replicated
 from jaxhw.train.state import TrainState
 
@@ -86,17 +87,27 @@ def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         x = preprocess(aug_key, batch["x"], True, step=state.step)
         mask = jnp.ones(idx.shape[0], jnp.float32)
+        scaler = state.loss_scale  # float16: the loss is scaled, the gradients unscaled
 
         def loss_of(params):
             variables = {**state.variables(), "params": params}
             logits, batch_stats = _apply(model, variables, x, True, dropout_key)
             total, count = loss_fn(logits, batch["y"], mask)
-            return total / count, batch_stats
+            loss = total / count
+            return (loss if scaler is None else scaler.scale_loss(loss)), (loss, batch_stats)
 
-        (loss, batch_stats), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        (_, (loss, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        if scaler is not None:
+            grads = scaler.unscale(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                                   batch_stats=batch_stats, opt_state=opt_state)
+        if scaler is not None:  # a step with a non-finite gradient changes nothing but the scale
+            finite = all_finite(grads)
+            kept = keep_if(finite, (new_state.params, new_state.batch_stats, new_state.opt_state),
+                           (state.params, state.batch_stats, state.opt_state))
+            new_state = new_state.replace(params=kept[0], batch_stats=kept[1], opt_state=kept[2],
+                                          loss_scale=scaler.adjust(finite))
         if lookahead is not None:
             new_state = lookahead(new_state)
         return new_state, loss.astype(jnp.float32)
@@ -123,32 +134,28 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
                      mesh: Mesh, preprocess: Preprocess = identity_preprocess,
                      compiler_options: dict[str, str] | None = None, block: int = 1,
                      lookahead: Lookahead | None = None):
-    """``steps(state, data, batches, start, count) -> (state, losses [block])``: up to
+    """``steps(state, data, batches, start) -> (state, losses [block])``: exactly
     ``block`` optimizer steps in one device call, on batches ``batches[start]``, ...,
-    ``batches[start + count - 1]`` (``count <= block``), as a ``lax.scan``.
+    ``batches[start + block - 1]``, as a plain ``lax.scan`` of fixed length.
 
     One call per block instead of one per step keeps a fast device busy when steps are
-    short (the host's dispatch of each call then costs more than the step). ``block`` is
-    static and ``count`` is not, so a shorter last block runs in the same compiled program:
-    its unused slots skip the step (``lax.cond``) and report loss 0. The steps are the ones
+    short (the host's dispatch of each call then costs more than the step). Every slot
+    runs its step: there is no conditional in the loop, because a GPU evaluates a
+    conditional's predicate on the host, a round trip per step. Steps left over at the end
+    of an epoch run through a shorter block (its own program, compiled once per length;
+    see :func:`jaxhw.train.loop.plan_calls`). The steps are the ones
     :func:`make_train_step` takes, in the same order with the same keys. The old state's
     buffers are donated."""
     if block < 1:
         raise ValueError(f"block must be at least 1, got {block}")
     body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
 
-    def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array,
-              count: jax.Array):
+    def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array):
         if block == 1:  # no loop at all (XLA's CPU backend runs loop bodies slower)
             state, loss = body(state, data, batches[start])
             return state, loss[None]
-
-        def slot(state, k):
-            idx = batches[start + k]
-            return jax.lax.cond(k < count, lambda s: body(s, data, idx),
-                                lambda s: (s, jnp.zeros((), jnp.float32)), state)
-
-        return jax.lax.scan(slot, state, jnp.arange(block))
+        return jax.lax.scan(lambda s, k: body(s, data, batches[start + k]), state,
+                            jnp.arange(block))
 
     return jax.jit(steps, donate_argnums=0, compiler_options=compiler_options)
 
@@ -156,14 +163,16 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
                    preprocess: Preprocess = identity_preprocess, tta: int = 0,
                    compiler_options: dict[str, str] | None = None):
-    """``step(state, data, idx, mask) -> (loss_sum, count, predictions)`` where the
-    predictions are the argmax of the logits (``[B]`` for a classifier, ``[B, L]`` per
-    token). ``tta`` > 0 averages the logits of several views of each image
-    (:func:`jaxhw.data.pipeline.tta_views`: 1 = the image and its mirror, 2 = also
-    1-pixel translations); ``compiler_options`` go to ``jax.jit``."""
+    """``step(state, batch, mask) -> (loss_sum, count, predictions)`` on a batch
+    ``{"x", "y"}`` of ``[B, ...]`` rows (not the whole split, so that every split of the
+    same example shape shares one compiled program), where the predictions are the argmax
+    of the logits (``[B]`` for a classifier, ``[B, L]`` per token). ``tta`` > 0 averages
+    the logits of several views of each image (:func:`jaxhw.data.pipeline.tta_views`:
+    1 = the image and its mirror, 2 = also 1-pixel translations); ``compiler_options`` go
+    to ``jax.jit``."""
 
-    def step(state: TrainState, data: dict, idx: jax.Array, mask: jax.Array):
-        batch = _take(data, idx, mesh)
+    def step(state: TrainState, batch: dict, mask: jax.Array):
+        batch = jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
         x = preprocess(jax.random.key(0), batch["x"], False)
         if tta:
             logits = sum(weight * _apply(model, state.variables(), view, False)[0]

@@ -17,9 +17,9 @@ class Recorder(Hook):
         self.steps += [(epoch, first_step + k, float(l)) for k, l in enumerate(losses)]
 
 
-def _curve(block: int, buckets: bool, epochs: int = 2):
+def _curve(block: int, buckets: bool, epochs: int = 2, run: int = 0):
     x, y = tiny_dataset(200)
-    trainer = tiny_trainer(steps_per_call=block)
+    trainer = tiny_trainer(steps_per_call=block, bucket_run=run)
     data = ([trainer.put(x[:120], y[:120]), trainer.put(x[120:, :6, :6], y[120:])] if buckets
             else trainer.put(x, y))
     state = trainer.init_state(jax.random.key(0), x[:1])
@@ -32,7 +32,8 @@ def _curve(block: int, buckets: bool, epochs: int = 2):
 
 @pytest.mark.parametrize("buckets", [False, True], ids=["one_shape", "buckets"])
 def test_blocks_give_the_loss_curve_of_single_steps(buckets):
-    single, state1, t1 = _curve(1, buckets)
+    # With buckets, both take runs of 5 batches of one bucket, so the steps are the same.
+    single, state1, t1 = _curve(1, buckets, run=5)
     block, state5, t5 = _curve(5, buckets)  # 12 steps per epoch: blocks of 5, 5 and 2
     per_epoch = 12 if not buckets else 120 // 16 + 80 // 16
     assert [(e, s) for e, s, _ in block] == [(e, s) for e in (1, 2) for s in range(per_epoch)]
@@ -42,8 +43,11 @@ def test_blocks_give_the_loss_curve_of_single_steps(buckets):
     assert int(state5.step) == int(state1.step) == 2 * per_epoch
     for a, b in zip(jax.tree.leaves(state5.params), jax.tree.leaves(state1.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # One program per input shape, whatever the block's length.
-    assert len([c for c in t5.compiled if c[0] == "train"]) == (2 if buckets else 1)
+    # One program per input shape and block length: 5 and the short last run (12 = 5 + 5
+    # + 2 steps; with buckets 7 = 5 + 2 and 5 batches).
+    programs = sorted((c[0], c[1]) for c in t5.compiled if c[0].startswith("train"))
+    assert [name for name, _ in programs] == (["train x2", "train x5", "train x5"] if buckets
+                                              else ["train x2", "train x5"])
     assert t5.block == 5 and t5.compile_s > 0
 
 
@@ -88,3 +92,56 @@ def test_compile_cache_fills_and_unwritable_folder_only_warns(tmp_path):
         assert enable_compile_cache("off") is None
     finally:
         enable_compile_cache(previous)
+
+
+def test_a_compiled_block_has_no_conditional():
+    """A GPU evaluates a conditional's predicate on the host: none may sit in the loop
+    (the lookahead's rule included)."""
+    import re
+
+    from jaxhw.train.lookahead import Lookahead
+    from jaxhw.train.steps import make_train_steps
+
+    conditional = re.compile(r"\bconditional\(")  # the HLO instruction, not a name
+    with_cond = jax.jit(lambda p, v: jax.lax.cond(p, lambda u: jax.numpy.sin(u) @ u,
+                                                  lambda u: u.T, v))
+    assert conditional.search(with_cond.lower(True, np.ones((64, 64))).compile().as_text())
+    x, y = tiny_dataset(64)
+    for lookahead in (None, Lookahead(total_steps=40, steps_per_epoch=4)):
+        trainer = tiny_trainer(steps_per_call=4, lookahead=lookahead)
+        state = trainer.init_state(jax.random.key(0), x[:1])
+        block = make_train_steps(trainer.model, trainer.tx, trainer.loss_fn, trainer.mesh,
+                                 trainer.preprocess, block=4, lookahead=lookahead)
+        batches = np.zeros((8, 16), np.int32)
+        hlo = block.lower(state, trainer.put(x, y), batches, np.int32(0)).compile().as_text()
+        assert "while" in hlo  # the scan is there ...
+        assert not conditional.search(hlo)  # ... and no lax.cond inside it
+
+
+def test_the_planner_makes_nearly_every_call_a_full_block():
+    """The BERT notebook's settings: 15,000 handout training reviews in 4 length buckets,
+    batch 32. The bucket sizes are those of the real reviews, tokenised (uncased WordPiece,
+    head+tail) at 256 tokens: 320, 1,529, 4,221 and 8,930 reviews up to 64, 128, 192 and
+    256 tokens (bert_imdb.splits + jaxhw.data.text.tokenize + bucket_by_length)."""
+    from jaxhw.train.loop import FULL_BLOCK_SHARE, full_block_share, plan_calls
+
+    counts = [n // 32 for n in (320, 1529, 4221, 8930)]  # [10, 47, 131, 279] batches
+    block = 50
+    while full_block_share(counts, block) < FULL_BLOCK_SHARE:
+        block -= 1
+    calls = plan_calls(counts, block, block, jax.random.key(0))
+    full = sum(c == block for _, _, c in calls)
+    assert full / len(calls) >= 0.9, (block, full, len(calls))
+    assert block >= 8  # still several steps per call
+    # Every batch of every bucket exactly once, and runs of one bucket per call.
+    seen = sorted((b, first + k) for b, first, c in calls for k in range(c))
+    assert seen == [(b, i) for b, n in enumerate(counts) for i in range(n)]
+    # The buckets' runs are mixed, not one bucket after the other.
+    order = [b for b, _, _ in calls]
+    assert sum(a != b for a, b in zip(order, order[1:])) > len(counts)
+
+
+def test_one_bucket_keeps_its_batch_order():
+    from jaxhw.train.loop import plan_calls
+    assert plan_calls([12], 5, 5, None) == [(0, 0, 5), (0, 5, 5), (0, 10, 2)]
+    assert plan_calls([7], 5, 1, None) == [(0, i, 1) for i in range(7)]
