@@ -1,6 +1,6 @@
 """Device memory of a BERT notebook's train step, from XLA's memory analysis (no GPU needed).
 
-    python -m benchmarks.memory_check                      # the BERT notebook's defaults
+    python -m benchmarks.memory_check                      # the BERT notebook's defaults, a T4
     python -m benchmarks.memory_check --args "--model minilm --max-len 512 --batch-size 32"
 
 Builds the experiment's classifier for the given ``bert_imdb`` flags (by default the
@@ -11,19 +11,27 @@ donated (aliased) bytes, temporaries, and their peak. ``bert-base-uncased`` is b
 transformers' ``BertConfig()`` (its exact shape) with random weights, so no download is
 needed. Writes ``benchmarks/results/memory_check.json``.
 
+``--target t4`` (the default) measures in the dtype ``--dtype auto`` picks on a T4 (compute
+capability 7.5: float16, with loss scaling) against what a free Colab T4 leaves a
+program: JAX preallocates 75 % of its 15 GiB, less 1 GiB of margin for cuDNN's workspaces
+and the runtime, 10.25 GiB. ``--target here`` uses the present device's dtype.
+
 On a CPU the figure is XLA's CPU buffer assignment, an estimate of a GPU's: the same
 program, but a GPU compiler fuses and schedules differently.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import shlex
 from pathlib import Path
 
 import nbformat
 import numpy as np
+
+from jaxhw import config
+from jaxhw.config import Checked, flag
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "experiments" / "notebooks" / "bert_imdb.ipynb"
 OUT = Path("benchmarks/results/memory_check.json")
@@ -48,9 +56,24 @@ def bert_config(model: str):
     return AutoConfig.from_pretrained(source, local_files_only=local_only)
 
 
-def measure(argv: list[str], train_reviews: int = 15000) -> dict:
+# Targets: (a stand-in for the device --dtype auto looks at, the memory budget in GiB).
+T4_BUDGET_GIB = 0.75 * 15 - 1  # JAX's default pool (75 %) of a T4's 15 GiB, less 1 GiB
+TARGETS = {"t4": ("7.5", T4_BUDGET_GIB), "here": (None, 12.0)}
+
+
+def _target_device(capability: str | None):
+    from types import SimpleNamespace
+
+    import jax
+    if capability is None:
+        return jax.devices()[0]
+    return SimpleNamespace(platform="gpu", compute_capability=capability)
+
+
+def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -> dict:
     """Memory of one train block for the ``bert_imdb`` flags ``argv``: every training review
-    in one bucket at ``--max-len`` (the largest shape the run compiles)."""
+    in one bucket at ``--max-len`` (the largest shape the run compiles), in the dtype
+    ``--dtype`` gives on ``target``'s device."""
     import jax
 
     from experiments import bert_imdb
@@ -61,40 +84,46 @@ def measure(argv: list[str], train_reviews: int = 15000) -> dict:
     from jaxhw.train.precision import compute_dtype
 
     cfg = config.parse(bert_imdb.Config, "", argv, bert_imdb.PRESETS)
-    dtype = compute_dtype(cfg.dtype)
+    dtype = compute_dtype(cfg.dtype, _target_device(TARGETS[target][0]))
     bert = bert_config(cfg.model)
     model = BertClassifier(bert, cfg.head, cfg.head_hidden, cfg.head_dropout, dtype=dtype)
     n = cfg.train_limit or train_reviews
-    trainer = Trainer(model, bert_imdb.make_optimizer(cfg, cfg.epochs * (n // cfg.batch_size)),
-                      steps_per_call=cfg.steps_per_call)
+    trainer = Trainer(model, bert_imdb.optimizer(cfg, cfg.epochs * (n // cfg.batch_size)),
+                      steps_per_call=cfg.steps_per_call, loss_scaling=dtype == np.float16)
     ids = np.ones((n, cfg.max_len), np.int32)
     state = trainer.init_state(jax.random.key(0), (ids[:1], ids[:1]))
     data = trainer.put((ids, ids), np.zeros(n, np.int32))
     stats = trainer.train_memory(state, data, cfg.batch_size)
-    return {"args": argv, "model": cfg.model, "dtype": dtype.name, "max_len": cfg.max_len,
-            "batch_size": cfg.batch_size, "steps_per_call": trainer.block,
+    return {"args": argv, "target": target, "model": cfg.model, "dtype": dtype.name,
+            "max_len": cfg.max_len, "batch_size": cfg.batch_size,
+            "accumulate": cfg.accumulate, "steps_per_call": trainer.block,
             "train_reviews_on_device": n, "device": device_name(),
             **{f"{k}_bytes": v for k, v in stats.items()}, "peak_gib": stats["peak"] / 2 ** 30}
 
 
+@dataclasses.dataclass
+class Config(Checked):
+    args: str | None = flag(None, "bert_imdb flags to measure (default: the BERT_ARGS of "
+                                  "experiments/notebooks/bert_imdb.ipynb)")
+    target: str = flag("t4", "the device to measure for: t4 (float16 under --dtype auto, "
+                             f"budget {T4_BUDGET_GIB:g} GiB) or here (this device's dtype, "
+                             "budget 12 GiB)", choices=tuple(TARGETS))
+    limit_gib: float | None = flag(None, "report whether the peak stays under this many GiB "
+                                         "(default: the target's budget)", gt=0)
+    out: str = flag(str(OUT), "JSON output")
+
+
 def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--args", default=None, help="bert_imdb flags to measure (default: the "
-                   "BERT_ARGS of experiments/notebooks/bert_imdb.ipynb)")
-    p.add_argument("--limit-gib", type=float, default=12.0,
-                   help="report whether the peak stays under this (default: 12, for a 15 GB "
-                        "Colab T4)")
-    p.add_argument("--out", default=str(OUT), help=f"JSON output (default: {OUT})")
-    args = p.parse_args(argv)
+    args = config.parse(Config, __doc__, argv)
     flags = shlex.split(args.args) if args.args is not None else notebook_args()
-    row = measure(flags)
-    row["limit_gib"], row["fits"] = args.limit_gib, row["peak_gib"] < args.limit_gib
+    row = measure(flags, target=args.target)
+    limit = args.limit_gib or TARGETS[args.target][1]
+    row["limit_gib"], row["fits"] = limit, row["peak_gib"] < limit
     print(f"{' '.join(flags)}\n  on {row['device']}: arguments {row['arguments_bytes'] / 2**30:.2f} "
           f"GiB, outputs {row['outputs_bytes'] / 2**30:.2f} GiB (aliased "
           f"{row['aliased_bytes'] / 2**30:.2f}), temporaries {row['temporaries_bytes'] / 2**30:.2f} "
           f"GiB -> peak {row['peak_gib']:.2f} GiB ({'under' if row['fits'] else 'OVER'} "
-          f"{args.limit_gib:g} GiB)")
+          f"{limit:g} GiB, target {args.target}, {row['dtype']})")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(row, indent=2) + "\n")

@@ -53,7 +53,11 @@ class Config(RunConfig):
     buckets: int = flag(4, "length buckets (equal steps up to --max-len, each at least "
                                  "8 tokens); 1 pads everything", ge=1)
     epochs: int = flag(2, "passes over the training reviews", ge=1)
-    batch_size: int = flag(32, "reviews per step", ge=1)
+    batch_size: int = flag(32, "reviews per step (per micro-batch with --accumulate)", ge=1)
+    accumulate: int = flag(1, "micro-batches per optimizer step: the gradients of this many "
+                              "batches are averaged before each AdamW step, an effective "
+                              "batch of accumulate x --batch-size in the memory of one",
+                           ge=1, le=64)
     lr: float = flag(5e-5, "peak AdamW learning rate", gt=0)
     warmup: float = flag(0.1, "fraction of the steps spent warming up", ge=0, le=1)
     weight_decay: float = flag(0.01, "AdamW decoupled weight decay (not on biases / LayerNorm)",
@@ -121,6 +125,16 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=mask)
 
 
+def optimizer(cfg: Config, micro_steps: int) -> optax.GradientTransformation:
+    """AdamW over ``micro_steps`` batches: with ``--accumulate N`` it steps once per N
+    batches (optax.MultiSteps averages their gradients), so its schedule counts
+    ``micro_steps // N`` steps."""
+    tx = make_optimizer(cfg, max(micro_steps // cfg.accumulate, 1))
+    if cfg.accumulate == 1:
+        return tx
+    return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate).gradient_transformation()
+
+
 class ReportPrinter(Hook):
     """Per epoch: the validation accuracy and sklearn's precision / recall / F1 report;
     finally ``Test Accuracy: 0.xxxx`` and the test report."""
@@ -140,14 +154,18 @@ def run(cfg: Config) -> dict:
     dtype = start(cfg, name)
     data = splits(cfg)
     pretrained, tokenizer = load_pretrained(cfg.model)
-    if cfg.max_len > pretrained.config.max_position_embeddings:
+    # The weights are held once, on the host: the model object (and the copy on the device
+    # that from_pretrained made) is dropped; every seed's state gets fresh device buffers.
+    bert_config, bert_weights = pretrained.config, jax.device_get(pretrained.params)
+    del pretrained
+    if cfg.max_len > bert_config.max_position_embeddings:
         raise ConfigError(f"--max-len {cfg.max_len} exceeds the model's "
-                          f"{pretrained.config.max_position_embeddings} positions")
+                          f"{bert_config.max_position_embeddings} positions")
     boundaries = sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
     total_steps = cfg.epochs * (len(data["train"][1]) // cfg.batch_size)
-    model = BertClassifier(pretrained.config, cfg.head, cfg.head_hidden, cfg.head_dropout,
+    model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
                            dtype=dtype)
-    trainer = engine_trainer(cfg, model, make_optimizer(cfg, max(total_steps, 1)))
+    trainer = engine_trainer(cfg, model, optimizer(cfg, total_steps))
 
     def device_buckets(split: str) -> list[dict]:
         texts, labels = data[split]
@@ -161,8 +179,6 @@ def run(cfg: Config) -> dict:
           f"({cfg.protocol}); buckets {boundaries} hold {[len(b['y']) for b in train]} "
           f"training reviews")
     trained_per_epoch = sum(len(b["y"]) // cfg.batch_size * cfg.batch_size for b in train)
-    # A host copy: every seed gets fresh device buffers (a train step donates its state's).
-    bert_weights = jax.device_get(pretrained.params)
     example = (np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))
 
     def init_state(seed: int) -> TrainState:

@@ -34,8 +34,8 @@ from jaxhw.config import ConfigError, flag
 from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
                             random_tokens, save_task_splits, task_splits)
-from jaxhw.experiment import (MAX_SEED, Plan, RunConfig, engine_trainer, print_timing, run_dir,
-                              start, timing_summary, train_and_evaluate)
+from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, print_timing,
+                              run_dir, start, timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
 from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
 from jaxhw.train.schedules import warmup_steps
@@ -92,7 +92,8 @@ class Config(RunConfig):
     checkpoint_dir: str | None = flag(None, "results (and for sequence tasks checkpoints, "
                                             "history and plots; default: "
                                             "checkpoints/transformer_<task>)")
-    resume: bool = flag(False, "sequence tasks: continue from the latest checkpoint")
+    resume: str = flag("no", "sequence tasks: continue from the latest checkpoint (yes, "
+                             "or auto: when there is one)", choices=RESUME, const="yes")
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
     evaluate: bool = flag(False, "sequence tasks: do not train; restore the best checkpoint "
                                  "and evaluate it")
@@ -105,7 +106,8 @@ class Config(RunConfig):
     def rules(self) -> None:
         super().rules()
         if self.task == "random":
-            used = [f for f, on in (("--resume", self.resume), ("--evaluate", self.evaluate),
+            used = [f for f, on in (("--resume", self.resume != "no"),
+                                    ("--evaluate", self.evaluate),
                                     ("--seeds", self.seeds != 1),
                                     ("--data-dir", self.data_dir)) if on]
             if used:

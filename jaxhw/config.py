@@ -123,14 +123,16 @@ class Items:
 def flag(default: Any, help: str, choices: Sequence[Any] | None = None,
          aliases: Sequence[str] = (), *, ge: float | None = None, gt: float | None = None,
          le: float | None = None, lt: float | None = None, words: Sequence[str] = (),
-         items: Items | None = None) -> Any:
+         items: Items | None = None, const: Any = None) -> Any:
     """A config field with its command-line help and its valid values: ``choices`` (names),
     a range for numbers (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <; floats must also be
     finite; ``words`` accepted besides numbers), or ``items`` for a comma-separated list.
-    ``aliases`` are older spellings that still work, e.g. ``["--learning-rate"]``."""
+    ``aliases`` are older spellings that still work, e.g. ``["--learning-rate"]``; with
+    ``const`` the flag's value may be left out (``--resume`` alone means ``const``)."""
     bounds = dict(ge=ge, gt=gt, le=le, lt=lt)
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "aliases": tuple(aliases), "items": items,
+        "const": const,
         "bounds": bounds if any(v is not None for v in bounds.values()) else None,
         "words": tuple(words)})
 
@@ -252,8 +254,10 @@ def build_parser(cls: type, description: str, presets: Mapping[str, Mapping[str,
         else:
             choices = f.metadata.get("choices")  # argparse then shows {a,b,c} itself
             convert = _converter(cls, f, kind) if kind in (int, float) else kind
+            optional = {"nargs": "?", "const": f.metadata["const"]} if f.metadata.get("const") else {}
             parser.add_argument(*names, dest=f.name, type=convert, help=help_text,
-                                choices=choices, metavar=None if choices else f.name.upper())
+                                choices=choices, metavar=None if choices else f.name.upper(),
+                                **optional)
     return parser
 
 

@@ -27,6 +27,7 @@ from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_c
 from jaxhw.data.pipeline import alternate_flip
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
+from jaxhw.train.checkpoint import saved_epochs
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_capability, compute_dtype
 from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
@@ -95,6 +96,15 @@ def print_timing(timing: dict, dtype: str) -> None:
 
 
 MAX_SEED = 2**31 - 1  # seeds are int32 for jax.random.key and NumPy alike
+RESUME = ("no", "yes", "auto")
+
+
+def resumes(folder: Path, cfg: "RunConfig") -> bool:
+    """Whether the run in ``folder`` continues from a checkpoint: ``--resume`` (yes), or
+    ``--resume auto`` when the folder holds one."""
+    if cfg.resume == "auto":
+        return bool(saved_epochs(folder))
+    return cfg.resume == "yes"
 
 
 @dataclasses.dataclass
@@ -105,7 +115,10 @@ class RunConfig(EngineConfig):
                                       "$JAXHW_DATA_DIR, else TensorFlow Datasets downloads it)")
     checkpoint_dir: str | None = flag(None, "where checkpoints, history and results go "
                                             "(default: checkpoints/<experiment>)")
-    resume: bool = flag(False, "continue from the latest checkpoint in --checkpoint-dir")
+    resume: str = flag("no", "continue from the latest checkpoint in --checkpoint-dir: "
+                             "--resume (or yes) needs one; auto continues when the folder "
+                             "has one and starts fresh when it has none (for notebooks "
+                             "re-run after a disconnect)", choices=RESUME, const="yes")
     overwrite: bool = flag(False, "delete the checkpoints already in --checkpoint-dir and "
                                   "start over")
     evaluate: bool = flag(False, "do not train: restore the best checkpoint in "
@@ -121,9 +134,16 @@ class RunConfig(EngineConfig):
                          "accuracy and times with their mean and standard deviation",
                      ge=1, le=1000)
 
+    def __post_init__(self) -> None:
+        if isinstance(self.resume, bool):  # the Python API's resume=True / False
+            self.resume = "yes" if self.resume else "no"
+        super().__post_init__()
+
     def rules(self) -> None:
         super().rules()
-        if self.evaluate and (self.resume or self.overwrite):
+        if self.resume == "auto" and self.overwrite:
+            raise ConfigError("--resume auto and --overwrite exclude each other")
+        if self.evaluate and (self.resume != "no" or self.overwrite):
             raise ConfigError("--evaluate excludes --resume and --overwrite")
         if self.seed + self.seeds - 1 > MAX_SEED:
             raise ConfigError(f"--seed + --seeds - 1 must be at most {MAX_SEED}")
@@ -200,7 +220,7 @@ def check_run_folders(name: str, cfg: RunConfig) -> None:
 
 def _check_folder(folder: Path, cfg: RunConfig) -> None:
     if not cfg.evaluate:
-        check_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
+        check_run(folder, resume=resumes(folder, cfg), overwrite=cfg.overwrite)
         return
     check_run(folder, resume=True, overwrite=False, flag="--evaluate")
 
@@ -211,7 +231,7 @@ def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
     if cfg.evaluate:
         _check_folder(folder, cfg)
         return Checkpoints(folder)
-    return open_run(folder, resume=cfg.resume, overwrite=cfg.overwrite)
+    return open_run(folder, resume=resumes(folder, cfg), overwrite=cfg.overwrite)
 
 
 def engine_trainer(cfg: EngineConfig, model: nn.Module, tx: optax.GradientTransformation,
@@ -305,7 +325,7 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     if cfg.evaluate:
         state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
         print(f"evaluating {ckpt.directory}, epoch {ckpt.best_epoch()} (the best kept)")
-    elif cfg.resume:
+    elif resumes(ckpt.directory, cfg):
         state, history, _ = trainer.resume(ckpt, state)
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     t0 = time.perf_counter()

@@ -22,7 +22,7 @@ from jaxhw.config import ConfigError, Domain, Items
 ENTRY_POINTS = ["experiments.cifar_simple_cnn", "experiments.cifar_inception",
                 "experiments.vit_fashion_mnist", "experiments.bert_imdb",
                 "experiments.transformer_toy", "experiments.vit_sweep",
-                "benchmarks.gpu_check", "benchmarks.cifar_ablation"]
+                "benchmarks.gpu_check", "benchmarks.cifar_ablation", "benchmarks.memory_check"]
 
 
 def _outside(domain: Domain) -> list[str]:
