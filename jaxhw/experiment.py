@@ -30,7 +30,8 @@ from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run
 from jaxhw.train.checkpoint import saved_epochs
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_capability, compute_dtype
-from jaxhw.train.xla_options import AUTOTUNE_HELP, gpu_compiler_options, merge
+from jaxhw.train.xla_options import (AUTOTUNE_HELP, DETERMINISTIC_HELP, deterministic_options,
+                                    gpu_compiler_options, merge)
 
 
 CONV_HELP = ("convolution and max pooling: auto (jaxhw's CPU versions on a CPU - XLA's "
@@ -51,12 +52,15 @@ class EngineConfig(Checked):
                                   "slower inside a loop; more keeps a fast GPU busy when "
                                   "steps are short", ge=0)
     gpu_autotune: int = flag(-1, AUTOTUNE_HELP, ge=-1, le=4)
+    deterministic: bool = flag(False, DETERMINISTIC_HELP)
 
 
 def engine_options(cfg: EngineConfig, base: dict[str, str] | None = None
                      ) -> dict[str, str] | None:
-    """``base`` (e.g. the CPU convolution's options) plus ``--gpu-autotune``'s."""
-    return merge(base, gpu_compiler_options(cfg.gpu_autotune))
+    """``base`` (e.g. the CPU convolution's options) plus ``--gpu-autotune``'s and
+    ``--deterministic``'s."""
+    return merge(base, gpu_compiler_options(cfg.gpu_autotune),
+                 deterministic_options(cfg.deterministic))
 
 
 def start(cfg: EngineConfig, name: str | None = None) -> Any:

@@ -144,3 +144,93 @@ def test_setup_outside_a_clone_without_repo_url_says_what_to_do(tmp_path):
     from nbclient.exceptions import CellExecutionError
     with pytest.raises(CellExecutionError, match="Set REPO_URL in the parameters cell"):
         run_notebook("bert_imdb.ipynb", "REPO_URL = None", tmp_path, cwd=tmp_path, upto="setup")
+
+
+@pytest.mark.notebook
+def test_a_training_cell_run_again_continues_its_run(tiny_data, tmp_path):
+    """After a disconnect the user re-runs the notebook: with its folders kept (DRIVE),
+    the training cell resumes from the checkpoint instead of starting over."""
+    params = f"""
+REPO_URL = None
+DRIVE = False
+DATA_DIR = {str(tiny_data)!r}
+CHECKPOINTS = {str(tmp_path / "drive" / "checkpoints")!r}
+SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
+BETTERNET_ARGS = []
+"""
+    first = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, upto="train_simple"))
+    assert "Accuracy of the network on the 40 test images" in first and "resumed" not in first
+    run = tmp_path / "drive" / "checkpoints" / "cifar_simple_cnn"
+    assert (run / "1").is_dir()
+    again = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, upto="train_simple"))
+    assert f"resumed from {run} at epoch 1" in again
+    assert "epoch 1/1: train loss" not in again  # nothing trained twice
+    assert json.loads((run / "results.json").read_text())["epochs"] == 1
+
+
+def test_drive_storage_mounts_and_keeps_everything_there(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from jaxhw.colab import storage
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    monkeypatch.setitem(sys.modules, "google.colab.drive", colab.drive)
+    monkeypatch.delenv("JAXHW_CACHE_DIR", raising=False)
+    checkpoints, engine_args = storage(True, "checkpoints", mount=str(tmp_path / "drive"))
+    root = tmp_path / "drive" / "MyDrive" / "jaxhw"
+    assert mounted == [str(tmp_path / "drive")]
+    assert checkpoints == str(root / "checkpoints") and (root / "checkpoints").is_dir()
+    assert engine_args == ["--compile-cache", str(root / "compile_cache")]
+    import os
+    assert os.environ["JAXHW_CACHE_DIR"] == str(root / "cache")
+    assert storage(False, "here") == ("here", [])
+
+
+def test_drive_storage_outside_colab_says_what_to_do():
+    from jaxhw.colab import storage
+    with pytest.raises(RuntimeError, match="DRIVE = True needs a Google Colab runtime"):
+        storage(True)
+
+
+SETUP_PROBE = """
+import importlib.metadata, json, subprocess, sys
+real = importlib.metadata.version
+importlib.metadata.version = lambda name: {jax!r} if name == "jax" else real(name)
+calls = []
+subprocess.run = lambda args, **kw: calls.append(list(args))
+REPO_URL = None
+exec(open({cell!r}).read())
+print("PIP", json.dumps(calls))
+"""
+
+
+@pytest.mark.parametrize("jax_version, replaced", [("0.4.30", True), ("0.13.0", False)])
+def test_setup_cell_replaces_an_older_jax_and_keeps_a_newer_one(jax_version, replaced):
+    """As on a Colab runtime whose jax is outside jaxhw's range (its metadata faked; pip is
+    not run): an older jax is replaced by one inside the range, a newer one is kept."""
+    import subprocess
+    import sys
+    import tomllib
+    script = SETUP_PROBE.format(jax=jax_version, cell=str(NOTEBOOKS / "setup_cell.py"))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    calls = json.loads(done.stdout.split("PIP ", 1)[1])
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    from packaging.requirements import Requirement
+    jax_range = str(next(Requirement(d) for d in deps if d.startswith("jax")).specifier)
+    if replaced:
+        assert f"replacing jax {jax_version}, older than jaxhw's range ({jax_range})" \
+            in done.stdout
+        pip = calls[0]
+        assert any(a.startswith("jax") and a.endswith(jax_range) for a in pip), pip
+        constraints = open(pip[pip.index("-c") + 1]).read()
+        assert "jax==" not in constraints and "jaxlib==" not in constraints
+    else:
+        assert f"note: keeping jax {jax_version}" in done.stdout
+        assert not any(a.startswith("jax") for call in calls for a in call
+                       if not a.startswith("jaxhw"))

@@ -20,6 +20,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Literal
@@ -219,6 +220,20 @@ def reachable(url: str, timeout: float = 3.0) -> bool:
         return False
 
 
+def keep_tensorflow_off_the_gpu(tf) -> None:
+    """Hide the GPUs from TensorFlow (it only reads files; the GPU's memory belongs to
+    JAX). TensorFlow initialised earlier (a notebook cell of one's own) can no longer
+    hide them: then one warning says what that costs and what to do, not a traceback."""
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        if tf.config.get_visible_devices("GPU"):
+            warnings.warn("TensorFlow was initialised before jaxhw read the dataset, so it "
+                          "keeps the GPU visible and may take GPU memory JAX needs; restart "
+                          "the kernel and load data through jaxhw before using TensorFlow, "
+                          "or pass --data-dir", RuntimeWarning, stacklevel=2)
+
+
 def _load_tfds(spec: DatasetSpec, split: str) -> ImageSplit | TextSplit:
     if not _tfds_prepared(spec) and not reachable(spec.tfds_url):
         raise DataError(
@@ -231,7 +246,7 @@ def _load_tfds(spec: DatasetSpec, split: str) -> ImageSplit | TextSplit:
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    tf.config.set_visible_devices([], "GPU")  # TF only reads files; the GPU belongs to JAX
+    keep_tensorflow_off_the_gpu(tf)
     # Chunks of 4096 rather than batch_size=-1, which TF's generator datasets cannot batch.
     ds = tfds.load(spec.tfds_name, split=split, as_supervised=True).batch(4096)
     chunks = list(tfds.as_numpy(ds))

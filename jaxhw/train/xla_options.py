@@ -37,6 +37,19 @@ def gpu_compiler_options(autotune: int | None, backend: str | None = None
     return {"xla_gpu_autotune_level": str(autotune)}
 
 
+# XLA's GPU backend picks kernels (atomics in scatters and reductions, autotuned algorithms)
+# whose results may differ from run to run; this option makes them deterministic.
+DETERMINISTIC_OPTIONS = {"xla_gpu_deterministic_ops": "True"}
+DETERMINISTIC_HELP = ("XLA's deterministic GPU ops: the same seed gives the same results on "
+                      "a GPU (some scatters and reductions get slower). A CPU run is "
+                      "deterministic without it")
+
+
+def deterministic_options(on: bool, backend: str | None = None) -> dict[str, str] | None:
+    """:data:`DETERMINISTIC_OPTIONS` when ``on`` and the backend is a GPU, else None."""
+    return dict(DETERMINISTIC_OPTIONS) if on and (backend or jax.default_backend()) == "gpu" else None
+
+
 def cpu_conv_options(fast: bool, backend: str | None = None) -> dict[str, str] | None:
     """:data:`CPU_CONV_OPTIONS` when ``fast`` (jaxhw's CPU layers, ``jaxhw.ops.layers``) and
     the backend (default: JAX's default backend) is the CPU, else None (XLA's defaults)."""

@@ -118,3 +118,29 @@ def test_reachability_probe_times_out_quickly():
     start = time.perf_counter()
     assert not sources.reachable("http://tfds-host.invalid/", timeout=0.5)  # never resolves
     assert time.perf_counter() - start < 3
+
+
+def test_tensorflow_initialised_earlier_is_a_warning_not_a_traceback():
+    from types import SimpleNamespace
+
+    from jaxhw.data.sources import keep_tensorflow_off_the_gpu
+
+    def refuse(devices, kind):
+        raise RuntimeError("Visible devices cannot be modified after being initialized")
+
+    hidden = []
+    fresh = SimpleNamespace(config=SimpleNamespace(
+        set_visible_devices=lambda devices, kind: hidden.append((devices, kind)),
+        get_visible_devices=lambda kind: []))
+    keep_tensorflow_off_the_gpu(fresh)
+    assert hidden == [([], "GPU")]
+    late = SimpleNamespace(config=SimpleNamespace(set_visible_devices=refuse,
+                                                  get_visible_devices=lambda kind: ["GPU:0"]))
+    with pytest.warns(RuntimeWarning, match="TensorFlow was initialised before jaxhw"):
+        keep_tensorflow_off_the_gpu(late)
+    no_gpu = SimpleNamespace(config=SimpleNamespace(set_visible_devices=refuse,
+                                                    get_visible_devices=lambda kind: []))
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        keep_tensorflow_off_the_gpu(no_gpu)  # nothing to warn about without a GPU

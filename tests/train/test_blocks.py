@@ -145,3 +145,13 @@ def test_one_bucket_keeps_its_batch_order():
     from jaxhw.train.loop import plan_calls
     assert plan_calls([12], 5, 5, None) == [(0, 0, 5), (0, 5, 5), (0, 10, 2)]
     assert plan_calls([7], 5, 1, None) == [(0, i, 1) for i in range(7)]
+
+
+def test_deterministic_gpu_ops_is_an_option_xla_knows():
+    from jaxhw.train.xla_options import DETERMINISTIC_OPTIONS, deterministic_options
+    assert deterministic_options(True, "gpu") == DETERMINISTIC_OPTIONS
+    assert deterministic_options(True, "cpu") is None and deterministic_options(False, "gpu") is None
+    f = lambda v: v * 2  # noqa: E731
+    jax.jit(f, compiler_options=DETERMINISTIC_OPTIONS).lower(1.0).compile()  # known, valid
+    with pytest.raises(Exception, match="No such compile option"):
+        jax.jit(f, compiler_options={"xla_gpu_determinstic_ops": "True"}).lower(1.0).compile()
