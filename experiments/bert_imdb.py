@@ -115,11 +115,16 @@ def splits(cfg: Config) -> dict[str, tuple[list[str], np.ndarray]]:
     return source
 
 
-def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+def make_schedule(cfg: Config, total_steps: int) -> optax.Schedule:
+    """Linear warm-up over --warmup of the steps, then linear decay to 0."""
     warmup = max(1, warmup_steps(cfg.warmup, total_steps))
-    schedule = optax.join_schedules(
+    return optax.join_schedules(
         [optax.linear_schedule(0.0, cfg.lr, warmup),
          optax.linear_schedule(cfg.lr, 0.0, max(1, total_steps - warmup))], [warmup])
+
+
+def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformation:
+    schedule = make_schedule(cfg, total_steps)
     # Decay weight matrices only (kernels and embeddings), not biases or LayerNorm scales.
     mask = lambda params: jax.tree.map(lambda p: p.ndim >= 2, params)  # noqa: E731
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=mask)
@@ -196,7 +201,9 @@ def run(cfg: Config) -> dict:
 
     plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
                 class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
-                finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch})
+                finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
+                learning_rate=lambda step: make_schedule(  # optimizer steps: micro // N
+                    cfg, max(total_steps // cfg.accumulate, 1))(step // cfg.accumulate))
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -277,7 +277,8 @@ def run(cfg: Config) -> dict:
         lookahead=Lookahead(cfg.epochs * steps_per_epoch, steps_per_epoch) if cfg.lookahead
         else None)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      hooks=[OriginalPrintouts(cfg.print_every)], adjust=set_stem)
+                      hooks=[OriginalPrintouts(cfg.print_every)], adjust=set_stem,
+                      learning_rate=make_schedule(cfg, cfg.epochs * steps_per_epoch))
     return train_and_evaluate(name, cfg, plan)
 
 

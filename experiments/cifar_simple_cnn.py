@@ -61,7 +61,8 @@ def run(cfg: Config) -> dict:
         optax.sgd(cfg.lr, cfg.momentum), compiler_options=cpu_conv_options(layers.fast),
         preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))  # to [-1, 1]
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      hooks=[OriginalPrintouts(cfg.print_every)])
+                      hooks=[OriginalPrintouts(cfg.print_every)],
+                      learning_rate=lambda step: cfg.lr)
     return train_and_evaluate(name, cfg, plan)
 
 

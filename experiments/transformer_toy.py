@@ -282,7 +282,8 @@ def run_sequence_task(cfg: Config, dtype) -> dict:
           f"sequences")
     plan = Plan(trainer, trainer.put(x, y), trainer.put(test_x, test_y), init, cfg.epochs,
                 cfg.batch_size, finish=decode_and_plot(model, test_src, test_tgt, max_len),
-                metric="exact_sequence_accuracy", extra={"task": cfg.task})
+                metric="exact_sequence_accuracy", extra={"task": cfg.task},
+                learning_rate=schedule)
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -110,15 +110,20 @@ def build_model(cfg: Config, dtype=jnp.float32) -> VisionTransformer:
                              drop_path_rate=cfg.drop_path, dtype=dtype)
 
 
+def make_schedule(cfg: Config, steps_per_epoch: int) -> optax.Schedule:
+    """adam: the constant --lr; adamw: warm-up (at most half the steps) then cosine."""
+    if cfg.optimizer == "adam":
+        return optax.constant_schedule(cfg.lr)
+    total = cfg.epochs * steps_per_epoch
+    return optax.warmup_cosine_decay_schedule(
+        0.0, cfg.lr, warmup_steps=min(warmup_steps(cfg.warmup, total), total // 2),
+        decay_steps=total)  # decay_steps counts the warm-up too
+
+
 def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransformation:
     if cfg.optimizer == "adam":
         return optax.adam(cfg.lr)
-    if cfg.optimizer != "adamw":
-        raise ConfigError(f"--optimizer must be adam or adamw, got {cfg.optimizer!r}")
-    total = cfg.epochs * steps_per_epoch
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, cfg.lr, warmup_steps=min(warmup_steps(cfg.warmup, total), total // 2),
-        decay_steps=total)  # decay_steps counts the warm-up too
+    schedule = make_schedule(cfg, steps_per_epoch)
 
     def decay_mask(params):  # weight matrices only; not the class token or position table
         mask = jax.tree.map(lambda p: p.ndim >= 2, params)
@@ -168,14 +173,16 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
     dtype = start(cfg, name)
     model = build_model(cfg, dtype)
     images = load_images(cfg, "fashion_mnist", cfg.batch_size)
+    steps_per_epoch = len(images.train_y) // cfg.batch_size
     trainer = engine_trainer(
-        cfg, model, make_optimizer(cfg, len(images.train_y) // cfg.batch_size),
+        cfg, model, make_optimizer(cfg, steps_per_epoch),
         loss_fn=classification_loss(cfg.label_smoothing), tta=int(cfg.tta),
         preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               erase=cfg.erase))
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.epochs)],
-                      finish=attention_plot(cfg, model, images))
+                      finish=attention_plot(cfg, model, images),
+                      learning_rate=make_schedule(cfg, steps_per_epoch))
     return train_and_evaluate(name, cfg, plan)
 
 

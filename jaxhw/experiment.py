@@ -28,6 +28,7 @@ from jaxhw.data.pipeline import alternate_flip
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import saved_epochs
+from jaxhw.train.tensorboard import TensorBoard
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_capability, compute_dtype
 from jaxhw.train.xla_options import (AUTOTUNE_HELP, DETERMINISTIC_HELP, deterministic_options,
@@ -273,6 +274,7 @@ class Plan:
     finish: Callable[[TrainState, Path, dict], dict] | None = None
     metric: str = "test_accuracy"
     extra: dict = dataclasses.field(default_factory=dict)
+    learning_rate: Callable[[int], float] | None = None  # the schedule, for TensorBoard
 
 
 def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
@@ -334,10 +336,15 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     t0 = time.perf_counter()
     if not cfg.evaluate:
+        board = [TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)
+                 ] if jax.process_index() == 0 else []
         state, history = trainer.fit(
             state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
-            seed=seed, checkpoints=ckpt, history=history, hooks=plan.hooks,
-            eval_batch_size=plan.eval_batch_size, meta={"config": dataclasses.asdict(cfg)})
+            seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
+            eval_batch_size=plan.eval_batch_size,
+            meta={"config": dataclasses.asdict(cfg), "experiment": name})
+        for hook in board:
+            hook.close()
         for hook in plan.hooks:
             hook.on_train_end(ckpt.directory)
     wall = time.perf_counter() - t0
@@ -409,7 +416,8 @@ def load_images(cfg: RunConfig, dataset: str, batch_size: int) -> Images:
 def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batch_size: int,
                hooks: Sequence[Hook] = (),
                adjust: Callable[[TrainState], TrainState] | None = None,
-               finish: Callable[[TrainState, Path, dict], dict] | None = None) -> Plan:
+               finish: Callable[[TrainState, Path, dict], dict] | None = None,
+               learning_rate: Callable[[int], float] | None = None) -> Plan:
     """The :class:`Plan` of an image classifier: ``images`` put on the device once, each
     seed's fresh state passed through ``adjust`` (e.g. setting a stem computed from the
     data)."""
@@ -425,4 +433,5 @@ def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batc
           f"{jax.devices()[0].platform}")
     return Plan(trainer, trainer.put(images.train_x, images.train_y),
                 trainer.put(images.test_x, images.test_y), init_state, epochs, batch_size,
-                class_names=images.class_names, hooks=hooks, finish=finish)
+                class_names=images.class_names, hooks=hooks, finish=finish,
+                learning_rate=learning_rate)
