@@ -27,9 +27,12 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import (Plan, RunConfig, check_batch, engine_trainer, start,
-                              train_and_evaluate)
-from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
+from jaxhw.experiment import (Plan, RunConfig, check_batch, engine_trainer, predict_from,
+                              start, train_and_evaluate)
+from jaxhw.predict import Inference
+from jaxhw.train.precision import compute_dtype
+from jaxhw.train.steps import identity_preprocess
+from jaxhw.models.bert import HEADS, BertClassifier, load_config_and_tokenizer, load_pretrained
 from jaxhw.train import Hook, TrainState, replicate, report
 from jaxhw.train.schedules import warmup_steps
 
@@ -153,9 +156,27 @@ class ReportPrinter(Hook):
         print(report(result.labels, result.predictions, SPEC.class_names))
 
 
+def boundaries_of(cfg: Config) -> list[int]:
+    """The length buckets' token counts: equal steps up to --max-len."""
+    return sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
+
+
+def inference(cfg: Config) -> Inference:
+    """The fine-tuned classifier, its tokenizer and length buckets, for :func:`jaxhw.load`."""
+    bert_config, tokenizer = load_config_and_tokenizer(cfg.model)
+    model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
+                           dtype=compute_dtype(cfg.dtype))
+    return Inference(model, identity_preprocess, class_names=SPEC.class_names,
+                     tokenizer=tokenizer, max_len=cfg.max_len, truncation=cfg.truncation,
+                     boundaries=tuple(boundaries_of(cfg)))
+
+
 def run(cfg: Config) -> dict:
-    """Fine-tune and test; returns what results.json holds."""
+    """Fine-tune and test (or with --predict, use a fine-tuned model); returns what
+    results.json holds."""
     name = "bert_imdb"
+    if cfg.predict:
+        return predict_from(name, cfg)
     dtype = start(cfg, name)
     data = splits(cfg)
     pretrained, tokenizer = load_pretrained(cfg.model)
@@ -166,7 +187,7 @@ def run(cfg: Config) -> dict:
     if cfg.max_len > bert_config.max_position_embeddings:
         raise ConfigError(f"--max-len {cfg.max_len} exceeds the model's "
                           f"{bert_config.max_position_embeddings} positions")
-    boundaries = sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
+    boundaries = boundaries_of(cfg)
     total_steps = cfg.epochs * (len(data["train"][1]) // cfg.batch_size)
     model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
                            dtype=dtype)

@@ -37,10 +37,13 @@ import optax
 
 from jaxhw import cli, config, ops
 from jaxhw.config import ConfigError, Items, Domain, flag
-from jaxhw.data import normalize
+from jaxhw.data import get_spec, normalize
 from jaxhw.data.pipeline import preflip
 from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
-                              image_plan, load_images, start, train_and_evaluate)
+                              image_plan, load_images, predict_from, start,
+                              train_and_evaluate)
+from jaxhw.predict import Inference
+from jaxhw.train.precision import compute_dtype
 from jaxhw.models import MODELS, get_model
 from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
 from jaxhw.train import TrainState, classification_loss, replicate
@@ -255,9 +258,25 @@ def whitening_init(cfg: Config, train_images: np.ndarray
     return set_kernel
 
 
+def inference(cfg: Config) -> Inference:
+    """The trained network's forward pass and test-time views, for :func:`jaxhw.load`."""
+    spec = get_spec("cifar10")
+    return Inference(build_model(cfg, compute_dtype(cfg.dtype)),
+                     Preprocess(CIFAR_MEAN, CIFAR_STD), tta=tta_level(cfg),
+                     class_names=spec.class_names, image_shape=spec.image_shape)
+
+
+def tta_level(cfg: Config) -> int:
+    """Test-time views: 0 none, 1 the mirror, 2 also translations."""
+    return (2 if cfg.tta_translate else 1) if cfg.tta else 0
+
+
 def run(cfg: Config) -> dict:
-    """Train and test the chosen network; returns what results.json holds."""
+    """Train and test the chosen network (or with --predict, use a trained one); returns
+    what results.json holds."""
     name = "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}"
+    if cfg.predict:
+        return predict_from(name, cfg)
     dtype = start(cfg, name)
     model = build_model(cfg, dtype)
     images = load_images(cfg, "cifar10", cfg.batch_size)
@@ -273,7 +292,7 @@ def run(cfg: Config) -> dict:
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip,
                               steps_per_epoch=steps_per_epoch),
-        tta=(2 if cfg.tta_translate else 1) if cfg.tta else 0,
+        tta=tta_level(cfg),
         lookahead=Lookahead(cfg.epochs * steps_per_epoch, steps_per_epoch) if cfg.lookahead
         else None)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,

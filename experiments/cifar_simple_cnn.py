@@ -15,8 +15,12 @@ import optax
 from jaxhw import cli, config
 from jaxhw.config import flag
 from jaxhw import ops
+from jaxhw.data import get_spec
 from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
-                              image_plan, load_images, start, train_and_evaluate)
+                              image_plan, load_images, predict_from, start,
+                              train_and_evaluate)
+from jaxhw.predict import Inference
+from jaxhw.train.precision import compute_dtype
 from jaxhw.models import SimpleCNN
 from jaxhw.train import RunningLossPrinter
 from jaxhw.train.xla_options import cpu_conv_options
@@ -50,16 +54,31 @@ class OriginalPrintouts(RunningLossPrinter):
               f"{int(100 * result.accuracy)} %")
 
 
+PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # to [-1, 1]
+
+
+def inference(cfg: Config) -> Inference:
+    """The trained model's forward pass, for :func:`jaxhw.load`."""
+    layers = ops.layers(cfg.conv)
+    model = SimpleCNN(conv=layers.conv, max_pool=layers.max_pool,
+                      dtype=compute_dtype(cfg.dtype))
+    return Inference(model, PREPROCESS, class_names=get_spec("cifar10").class_names,
+                     image_shape=get_spec("cifar10").image_shape)
+
+
 def run(cfg: Config) -> dict:
-    """Train and test the SimpleCNN; returns what results.json holds."""
+    """Train and test the SimpleCNN (or with --predict, use a trained one); returns what
+    results.json holds."""
     name = "cifar_simple_cnn"
+    if cfg.predict:
+        return predict_from(name, cfg)
     dtype = start(cfg, name)
     images = load_images(cfg, "cifar10", cfg.batch_size)
     layers = ops.layers(cfg.conv)
     trainer = engine_trainer(
         cfg, SimpleCNN(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype),
         optax.sgd(cfg.lr, cfg.momentum), compiler_options=cpu_conv_options(layers.fast),
-        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))  # to [-1, 1]
+        preprocess=PREPROCESS)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.print_every)],
                       learning_rate=lambda step: cfg.lr)

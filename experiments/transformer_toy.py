@@ -34,9 +34,11 @@ from jaxhw.config import ConfigError, flag
 from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
                             random_tokens, save_task_splits, task_splits)
-from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, print_timing,
-                              run_dir, start, timing_summary, train_and_evaluate)
+from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, predict_from,
+                              print_timing, run_dir, start, timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
+from jaxhw.predict import Inference
+from jaxhw.train.precision import compute_dtype
 from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
 from jaxhw.train.schedules import warmup_steps
 
@@ -109,7 +111,8 @@ class Config(RunConfig):
             used = [f for f, on in (("--resume", self.resume != "no"),
                                     ("--evaluate", self.evaluate),
                                     ("--seeds", self.seeds != 1),
-                                    ("--data-dir", self.data_dir)) if on]
+                                    ("--data-dir", self.data_dir),
+                                    ("--predict", self.predict)) if on]
             if used:
                 raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
                                   f"{' / '.join(sorted(TASKS))}); the random demo runs "
@@ -287,9 +290,18 @@ def run_sequence_task(cfg: Config, dtype) -> dict:
     return train_and_evaluate(name, cfg, plan)
 
 
+def inference(cfg: Config) -> Inference:
+    """The trained Transformer and its sequence sizes, for :func:`jaxhw.load`."""
+    cfg = resolve(cfg)
+    return Inference(build(cfg, cfg.seq_len + 2, compute_dtype(cfg.dtype)),
+                     max_len=cfg.seq_len + 2, seq_len=cfg.seq_len, vocab=cfg.vocab)
+
+
 def run(cfg: Config) -> dict:
     """The demo or a sequence task, as ``--task`` says; returns what results.json holds."""
     cfg = resolve(cfg)
+    if cfg.predict:
+        return predict_from(f"transformer_{cfg.task}", cfg)
     if cfg.task == "random":
         return run_random(cfg, start(cfg))
     return run_sequence_task(cfg, start(cfg, f"transformer_{cfg.task}"))

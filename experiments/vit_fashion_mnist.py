@@ -30,7 +30,10 @@ from jaxhw import cli, config
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec
 from jaxhw.experiment import (Images, Preprocess, RunConfig, check_batch, engine_trainer,
-                              image_plan, load_images, start, train_and_evaluate)
+                              image_plan, load_images, predict_from, start,
+                              train_and_evaluate)
+from jaxhw.predict import Inference
+from jaxhw.train.precision import compute_dtype
 from jaxhw.models.vit import VisionTransformer
 from jaxhw.train import Hook, TrainState, classification_loss
 from jaxhw.train.schedules import warmup_steps
@@ -167,9 +170,18 @@ def attention_plot(cfg: Config, model: VisionTransformer, images: Images
     return draw
 
 
+def inference(cfg: Config) -> Inference:
+    """The trained ViT's forward pass and test-time views, for :func:`jaxhw.load`."""
+    return Inference(build_model(cfg, compute_dtype(cfg.dtype)),
+                     Preprocess(FMNIST_MEAN, FMNIST_STD), tta=int(cfg.tta),
+                     class_names=SPEC.class_names, image_shape=SPEC.image_shape)
+
+
 def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
-    """Train one configuration and draw its attention maps; returns what results.json
-    holds (the sweep uses it too)."""
+    """Train one configuration and draw its attention maps (or with --predict, use a
+    trained one); returns what results.json holds (the sweep uses it too)."""
+    if cfg.predict:
+        return predict_from(name, cfg)
     dtype = start(cfg, name)
     model = build_model(cfg, dtype)
     images = load_images(cfg, "fashion_mnist", cfg.batch_size)

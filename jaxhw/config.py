@@ -123,16 +123,17 @@ class Items:
 def flag(default: Any, help: str, choices: Sequence[Any] | None = None,
          aliases: Sequence[str] = (), *, ge: float | None = None, gt: float | None = None,
          le: float | None = None, lt: float | None = None, words: Sequence[str] = (),
-         items: Items | None = None, const: Any = None) -> Any:
+         items: Items | None = None, const: Any = None, nargs: str | None = None) -> Any:
     """A config field with its command-line help and its valid values: ``choices`` (names),
     a range for numbers (``ge`` >=, ``gt`` >, ``le`` <=, ``lt`` <; floats must also be
     finite; ``words`` accepted besides numbers), or ``items`` for a comma-separated list.
     ``aliases`` are older spellings that still work, e.g. ``["--learning-rate"]``; with
-    ``const`` the flag's value may be left out (``--resume`` alone means ``const``)."""
+    ``const`` the flag's value may be left out (``--resume`` alone means ``const``);
+    ``nargs="+"`` takes one or more values (a ``list[str]`` field)."""
     bounds = dict(ge=ge, gt=gt, le=le, lt=lt)
     return dataclasses.field(default=default, metadata={
         "help": help, "choices": choices, "aliases": tuple(aliases), "items": items,
-        "const": const,
+        "const": const, "nargs": nargs,
         "bounds": bounds if any(v is not None for v in bounds.values()) else None,
         "words": tuple(words)})
 
@@ -254,7 +255,10 @@ def build_parser(cls: type, description: str, presets: Mapping[str, Mapping[str,
         else:
             choices = f.metadata.get("choices")  # argparse then shows {a,b,c} itself
             convert = _converter(cls, f, kind) if kind in (int, float) else kind
-            optional = {"nargs": "?", "const": f.metadata["const"]} if f.metadata.get("const") else {}
+            optional = ({"nargs": "?", "const": f.metadata["const"]}
+                        if f.metadata.get("const") else {})
+            if f.metadata.get("nargs"):
+                optional, convert = {"nargs": f.metadata["nargs"]}, str
             parser.add_argument(*names, dest=f.name, type=convert, help=help_text,
                                 choices=choices, metavar=None if choices else f.name.upper(),
                                 **optional)

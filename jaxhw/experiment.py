@@ -138,6 +138,10 @@ class RunConfig(EngineConfig):
                          "<checkpoint-dir>/seed_<s>, and results.json lists every seed's "
                          "accuracy and times with their mean and standard deviation",
                      ge=1, le=1000)
+    predict: list[str] | None = flag(None, "do not train: load the run in --checkpoint-dir "
+                                           "(its best checkpoint) and print its predictions "
+                                           "for these inputs (image files, review texts, or "
+                                           "token sequences such as '5 6 7')", nargs="+")
 
     def __post_init__(self) -> None:
         if isinstance(self.resume, bool):  # the Python API's resume=True / False
@@ -202,6 +206,14 @@ class Preprocess:
         elif self.pad or self.flip:
             x = crop_and_flip(key, x, self.pad, self.flip, self.pad_mode)
         return x
+
+
+def predict_from(name: str, cfg: RunConfig) -> dict:
+    """``--predict``: the predictions of the run in ``--checkpoint-dir`` (with several
+    ``--seeds``, that of ``--seed``), printed as a table; returns them for results."""
+    from jaxhw.predict import print_predictions
+    predictions = print_predictions(run_dir(name, cfg, cfg.seed), cfg.predict)
+    return {"predictions": [dataclasses.asdict(p) for p in predictions]}
 
 
 def run_dir(name: str, cfg: RunConfig, seed: int | None = None) -> Path:

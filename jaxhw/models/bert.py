@@ -92,6 +92,20 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
     return model, tokenizer
 
 
+def load_config_and_tokenizer(name: str) -> tuple[Any, Any]:
+    """(``BertConfig``, fast tokenizer) of a hub name, a local directory or ``minilm``,
+    without the weights (what a predictor needs beside its checkpoint)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    source, local_only = resolve(name)
+    try:
+        return (AutoConfig.from_pretrained(source, local_files_only=local_only),
+                AutoTokenizer.from_pretrained(source, local_files_only=local_only,
+                                              use_fast=True))
+    except OSError as e:
+        raise ModelLoadError(f"cannot load the config and tokenizer of {name!r} ({e})") from e
+
+
 def save_tiny_bert(folder: str | os.PathLike, words: list[str]) -> Path:
     """Save a randomly initialised tiny BERT (width 16, 1 layer, 2 heads, 64 positions) and
     a WordPiece tokenizer into ``folder``, laid out like a hub model, for runs that need a

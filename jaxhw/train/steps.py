@@ -160,6 +160,15 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
     return jax.jit(steps, donate_argnums=0, compiler_options=compiler_options)
 
 
+def eval_logits(model: nn.Module, variables: dict, x: Any, tta: int = 0) -> jax.Array:
+    """The model's logits at evaluation on preprocessed inputs ``x`` (with ``tta`` > 0, the
+    weighted mean over the test-time views, as float32)."""
+    if tta:
+        return sum(weight * _apply(model, variables, view, False)[0].astype(jnp.float32)
+                   for weight, view in tta_views(x, tta))
+    return _apply(model, variables, x, False)[0]
+
+
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
                    preprocess: Preprocess = identity_preprocess, tta: int = 0,
                    compiler_options: dict[str, str] | None = None):
@@ -174,11 +183,7 @@ def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
     def step(state: TrainState, batch: dict, mask: jax.Array):
         batch = jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
         x = preprocess(jax.random.key(0), batch["x"], False)
-        if tta:
-            logits = sum(weight * _apply(model, state.variables(), view, False)[0]
-                         .astype(jnp.float32) for weight, view in tta_views(x, tta))
-        else:
-            logits, _ = _apply(model, state.variables(), x, False)
+        logits = eval_logits(model, state.variables(), x, tta)
         total, count = loss_fn(logits, batch["y"], mask)
         # Replicated, so every host can read all predictions (an all-gather of [B] ints).
         return total, count, jax.lax.with_sharding_constraint(jnp.argmax(logits, axis=-1),
