@@ -80,12 +80,12 @@ class Config(RunConfig):
 PRESETS = {
     # Sized for a 2-core CPU: MiniLM, one epoch over 13,000 of the 30,000 handout training
     # reviews, validation on 1,000 reviews, and the whole 10,000-review test split (its
-    # measured time and accuracy: README, Results).
+    # measured time and accuracy: docs/results.md).
     "cpu": dict(model="minilm", epochs=1, train_limit=13000, val_limit=1000, lr=1e-4),
     # One GPU, bfloat16 (--dtype auto): the whole 30,000-review handout training split at
     # 512 tokens (twice the cpu preset's length: fewer reviews are cut) for 3 epochs; with
     # --model bert-base-uncased (where the hub is reachable) the same preset applies. Its
-    # targets and what has been measured: README, Experiments.
+    # targets: docs/results.md.
     "gpu": dict(model="minilm", epochs=3, max_len=512, batch_size=32, lr=5e-5),
 }
 

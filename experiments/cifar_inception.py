@@ -143,9 +143,9 @@ class Config(RunConfig):
 
 
 PRESETS = {
-    "cpu": {},  # the defaults above, sized for a 2-core CPU (measured: README, Results)
+    "cpu": {},  # the defaults above, sized for a 2-core CPU (measured: docs/results.md)
     # airbench94's recipe (its hyperparameters converted from a summed loss and PyTorch's
-    # conventions; figures measured with each switched off are in the README):
+    # conventions; the ablation, benchmarks.cifar_ablation, measures each ingredient):
     "gpu": dict(
         whiten=True,             # frozen whitening stem: the first layer needs no training
         downsample="pool",       # compute at 31/15/7, then pool (airbench's group layout)

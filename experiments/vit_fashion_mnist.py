@@ -12,7 +12,7 @@ strong decoupled weight decay on the weight matrices (not on norms, biases, the 
 or the positional embedding); label smoothing; horizontal flips on the device (garments are
 left-right symmetric) and flip averaging at test time; few tokens per image (7x7 patches)
 on a CPU. Random crops, random erasing, stochastic depth and dropout are flags. The probes
-behind each choice, with their figures, are in the README (Results, ViT).
+behind each choice, with their figures, are in docs/results.md (The ViT recipe).
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ PRESETS = {
                     crop_pad=0, flip=False, tta=False),
     # One GPU (bfloat16): 4x4 patches (49 tokens), a deeper model and a budget the CPU never
     # allowed, with the regularisers that long runs need (crops, erasing, stochastic
-    # depth). Its target and what has been measured: README, Experiments.
+    # depth). Its target: docs/results.md.
     "gpu": dict(patch_size=4, embed_dim=128, depth=6, num_heads=8, mlp_ratio=2.0, epochs=25,
                 batch_size=512, lr=2e-3, weight_decay=0.1, warmup=2 / 25, crop_pad=2,
                 erase=0.25, drop_path=0.1),

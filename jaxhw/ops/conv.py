@@ -13,7 +13,7 @@ strided NHWC/HWIO convolutions with at least :data:`MIN_ROWS` output positions g
 :func:`conv2d`, everything else to ``lax`` unchanged. It changes speed only; values and
 gradients agree with ``lax`` to float rounding. The other half of the CPU speed is an XLA
 compile option (``jaxhw.train.xla_options.cpu_conv_options``); the timings behind both
-are in the README's Benchmarks section.
+are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from jax import lax
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 # Strided layers with fewer output positions (batch x Ho x Wo) keep XLA's input gradient,
-# which was as fast or faster there (README, Benchmarks).
+# which was as fast or faster there (docs/benchmarks.md).
 MIN_ROWS = 16_384
 Pads = tuple[tuple[int, int], tuple[int, int]]
 

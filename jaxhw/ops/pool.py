@@ -2,7 +2,7 @@
 
 ``flax.linen.max_pool`` lowers to ``lax.reduce_window``, whose gradient XLA computes with
 ``select_and_scatter``, which XLA's CPU backend runs many times slower than the pooling
-itself (figures in the README's Benchmarks section). Here a pool is the maximum over the
+itself (figures in docs/benchmarks.md). Here a pool is the maximum over the
 strided slices ("taps") of the input padded with -inf, one per window position (windows
 larger than 2x2 pool rows, then columns: fewer taps), and its backward pass sends each
 output's gradient to the first tap that holds the maximum, by padding it back into place.

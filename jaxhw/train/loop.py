@@ -102,7 +102,7 @@ class Trainer:
       steps_per_call: optimizer steps per device call (a ``lax.scan``); 0 (auto) means
         ``log_every``, the steps between two host reads of the loss, except on a CPU for
         models with convolutions: XLA's CPU backend runs convolutions inside a loop many
-        times slower (figures in the README), so those take one step
+        times slower (figures in docs/engine.md), so those take one step
         per call there; with buckets, auto shortens the block until at least 90 % of an
         epoch's calls are full blocks (:func:`full_block_share`). Hooks still see every
         step's loss, and the losses equal those of one step per call.

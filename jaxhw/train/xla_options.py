@@ -1,8 +1,8 @@
 """XLA compile options, passed per ``jax.jit`` (``compiler_options``).
 
 On a CPU, XLA hands every convolution to its YNNPACK library by default, whose convolutions
-trained this project's CNNs several times slower than XLA's built-in ones (README,
-Benchmarks): :func:`cpu_conv_options` keeps YNNPACK for matmuls and reductions only.
+trained this project's CNNs several times slower than XLA's built-in ones (docs/benchmarks.md):
+:func:`cpu_conv_options` keeps YNNPACK for matmuls and reductions only.
 
 XLA's GPU compiler autotunes every matmul and convolution fusion by running candidate
 kernels (cuBLAS algorithms, Triton tilings, cuDNN algorithms) on the device; on large
