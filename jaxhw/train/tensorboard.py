@@ -1,7 +1,8 @@
 """TensorBoard event files for every run (``tensorboardX``'s writer, no TensorFlow):
 
-* ``train/loss`` at every step, written at each host read of the losses, and
-  ``train/learning_rate`` when the experiment gives its schedule;
+* ``train/loss`` at every host read of the losses (the mean over the steps since the last
+  read, at the step of the read: one write per read keeps the host's work per step
+  small), and ``train/learning_rate`` when the experiment gives its schedule;
 * per epoch: ``train/epoch_loss``, ``eval/loss``, ``eval/accuracy``, ``time/train_s``,
   ``time/eval_s``, ``time/compile_s`` and ``time/step_ms``.
 
@@ -34,9 +35,9 @@ class TensorBoard(Hook):
         self.learning_rate = learning_rate
 
     def on_losses(self, epoch, first_step, losses):
-        for loss in np.asarray(losses, np.float64):
-            self.step += 1
-            self.writer.add_scalar("train/loss", float(loss), self.step)
+        losses = np.asarray(losses, np.float64)
+        self.step += len(losses)
+        self.writer.add_scalar("train/loss", float(losses.mean()), self.step)
         if self.learning_rate is not None:
             self.writer.add_scalar("train/learning_rate",
                                    float(self.learning_rate(self.step - 1)), self.step)
