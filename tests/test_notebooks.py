@@ -39,6 +39,7 @@ def outputs(nb) -> str:
 def test_cifar_notebook(tiny_data, tmp_path):
     params = f"""
 REPO_URL = None
+DRIVE = False
 DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
@@ -55,6 +56,7 @@ BETTERNET_ARGS = ["--epochs", "1", "--batch-size", "16", "--stem", "8", "--width
 def test_transformer_notebook(tmp_path):
     params = f"""
 REPO_URL = None
+DRIVE = False
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 DEMO_ARGS = ["--preset", "small", "--steps", "2", "--dim", "16", "--ffn-dim", "32",
              "--seq-len", "12", "--vocab", "50", "--layer-num", "1"]
@@ -71,6 +73,7 @@ TASK_ARGS = ["--task", "reverse", "--epochs", "1", "--train-size", "256", "--tes
 def test_vit_notebook(tiny_data, tmp_path):
     params = f"""
 REPO_URL = None
+DRIVE = False
 DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 VIT_ARGS = ["--preset", "fast", "--epochs", "1", "--batch-size", "16", "--embed-dim", "16",
@@ -89,6 +92,7 @@ def test_bert_notebook(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path / "cache"))
     params = f"""
 REPO_URL = None
+DRIVE = False
 DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 BERT_ARGS = ["--model", {str(tiny_model_dir)!r}, "--max-len", "16", "--batch-size", "8",
@@ -124,6 +128,7 @@ def test_colab_style_setup_clones_imports_runs_and_survives_a_restart(tiny_data,
     colab.mkdir()
     params = f"""
 REPO_URL = {str(ROOT)!r}
+DRIVE = False
 DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
