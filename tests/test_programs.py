@@ -50,7 +50,7 @@ def test_the_cifar_presets_compile_two_programs(preset, tmp_path):
     for split, n in (("train", 96), ("test", 40)):
         write_image_split(tmp_path / "data", "cifar10", split, n, (32, 32, 3), seed=len(split))
     values = {**cifar_inception.PRESETS[preset], "widths": "16,16,16", "stem": 8,
-              "batch_size": 16, "epochs": 2, "data_dir": str(tmp_path / "data"),
+              "batch_size": 16, "epochs": 1, "data_dir": str(tmp_path / "data"),
               "checkpoint_dir": str(tmp_path / preset), "compile_cache": "off"}
     results = cifar_inception.run(cifar_inception.Config(**values))
     # One train program (one step per call on a CPU: convolutions) and one eval program.
