@@ -20,8 +20,8 @@ global max pooling and logits scaled by 1/9; GELU, batch norms with momentum 0.6
 learned scale; batch 1024 for 10 epochs; label smoothing 0.2; Nesterov SGD whose learning
 rate is 64 times higher on batch-norm biases, with a linear warm-up / decay; lookahead
 weight averaging; alternating flips and 2-pixel reflect-padded translations; six test-time
-views; --dtype auto (bfloat16 or float16 on a GPU). Every ingredient is a flag (see --help), so each can be switched
-off for an ablation (``python -m benchmarks.cifar_ablation``).
+views; --dtype auto (bfloat16 or float16 on a GPU). Every ingredient is a flag (see
+--help), so each can be switched off for an ablation (``python -m benchmarks.cifar_ablation``).
 """
 
 from __future__ import annotations
