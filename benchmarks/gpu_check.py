@@ -48,6 +48,7 @@ OUT = Path("benchmarks/results/gpu_check.json")
 ROW_NAMES = ("cifar_betternet_gpu_preset", "cifar_betternet_cpu_preset", "vit_fashion_mnist",
              "transformer_reverse", "transformer_demo_torch_init", "bert_imdb_minilm",
              "bert_base_shaped_random")
+AUTOTUNE_LEVELS = Items(Domain(ge=0, le=4, integer=True, words=("default",)))  # XLA's levels
 COLUMNS = ("experiment", "device", "dtype", "compile_s", "step_ms", "throughput", "unit",
            "accuracy")
 
@@ -229,7 +230,7 @@ class Config(Checked):
                                       "minilm")
     bert_autotune: str = flag("0,default", "XLA GPU autotuning levels for the bert-base-shaped "
                                            "rows, one row each: 0 (off), 1-4, or default",
-                              items=Items(Domain(ge=0, le=4, integer=True, words=("default",))))
+                              items=AUTOTUNE_LEVELS)
     only: str = flag("", "the rows to run", items=Items(names=ROW_NAMES, allow_empty=True))
     budget_s: float = flag(480.0, "rows that would start after this many seconds are skipped "
                                   "(480 s = 8 minutes)", gt=0)
@@ -244,8 +245,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The checked flags, with ``bert_autotune`` as a list (None for XLA's default)."""
     args = argparse.Namespace(**dataclasses.asdict(config.parse(Config, __doc__, argv)))
     args.bert_autotune = [None if v == "default" else v
-                          for v in Items(Domain(integer=True, words=("default",))).parse(
-                              args.bert_autotune)]
+                          for v in AUTOTUNE_LEVELS.parse(args.bert_autotune)]
     return args
 
 

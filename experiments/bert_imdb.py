@@ -133,11 +133,16 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=mask)
 
 
+def optimizer_steps(cfg: Config, micro_steps: int) -> int:
+    """AdamW's steps in ``micro_steps`` batches: one per ``--accumulate`` of them."""
+    return max(micro_steps // cfg.accumulate, 1)
+
+
 def optimizer(cfg: Config, micro_steps: int) -> optax.GradientTransformation:
     """AdamW over ``micro_steps`` batches: with ``--accumulate N`` it steps once per N
     batches (optax.MultiSteps averages their gradients), so its schedule counts
     ``micro_steps // N`` steps."""
-    tx = make_optimizer(cfg, max(micro_steps // cfg.accumulate, 1))
+    tx = make_optimizer(cfg, optimizer_steps(cfg, micro_steps))
     if cfg.accumulate == 1:
         return tx
     return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate).gradient_transformation()
@@ -192,6 +197,7 @@ def run(cfg: Config) -> dict:
     model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
                            dtype=dtype)
     trainer = engine_trainer(cfg, model, optimizer(cfg, total_steps))
+    lr = make_schedule(cfg, optimizer_steps(cfg, total_steps))
 
     def device_buckets(split: str) -> list[dict]:
         texts, labels = data[split]
@@ -223,8 +229,7 @@ def run(cfg: Config) -> dict:
     plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
                 class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
                 finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
-                learning_rate=lambda step: make_schedule(  # optimizer steps: micro // N
-                    cfg, max(total_steps // cfg.accumulate, 1))(step // cfg.accumulate))
+                learning_rate=lambda step: lr(step // cfg.accumulate))  # step: micro-batches
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -105,6 +105,12 @@ class Config(RunConfig):
                          "data stays that of --seed) back to back, compiling once; "
                          "results.json summarises their exact-sequence accuracies", ge=1, le=1000)
 
+    def sizes(self) -> dict:
+        """The model and batch sizes: the flags given, else the task's defaults."""
+        defaults = TASK_DEFAULTS["random" if self.task == "random" else "sequence"]
+        return {k: v if getattr(self, k) is None else getattr(self, k)
+                for k, v in defaults.items()}
+
     def rules(self) -> None:
         super().rules()
         if self.task == "random":
@@ -117,9 +123,7 @@ class Config(RunConfig):
                 raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
                                   f"{' / '.join(sorted(TASKS))}); the random demo runs "
                                   f"--steps steps and writes results.json")
-        sizes = {**TASK_DEFAULTS["random" if self.task == "random" else "sequence"],
-                 **{k: getattr(self, k) for k in TASK_DEFAULTS["random"]
-                    if getattr(self, k) is not None}}
+        sizes = self.sizes()
         if sizes["dim"] % sizes["head_num"]:
             raise ConfigError(f"--dim {sizes['dim']} must be divisible by --head-num "
                               f"{sizes['head_num']}")
@@ -149,9 +153,7 @@ PRESETS = {
 def resolve(cfg: Config) -> Config:
     """Fill unset sizes with the task's defaults (the values were checked when ``cfg``
     was built, and are again)."""
-    defaults = TASK_DEFAULTS["random" if cfg.task == "random" else "sequence"]
-    return dataclasses.replace(cfg, **{k: v for k, v in defaults.items()
-                                       if getattr(cfg, k) is None})
+    return dataclasses.replace(cfg, **cfg.sizes())
 
 
 def build(cfg: Config, max_len: int, dtype=jnp.float32) -> Transformer:

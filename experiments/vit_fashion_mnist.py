@@ -106,7 +106,6 @@ PRESETS = {
 
 
 def build_model(cfg: Config, dtype=jnp.float32) -> VisionTransformer:
-    cfg.check()
     return VisionTransformer(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
                              embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
                              mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.dropout,

@@ -37,8 +37,7 @@ def _number(v: float) -> str:
 class Domain:
     """The valid values of a numeric flag: an interval (each end closed, open or absent),
     only finite values for floats, and ``words`` accepted besides numbers (e.g.
-    ``default``). With ``items`` the flag is a comma-separated list of such values (of
-    exactly ``count`` entries when given), or of names from ``items`` when it is a tuple."""
+    ``default``). A list of such values is an :class:`Items`."""
 
     ge: float | None = None
     gt: float | None = None
@@ -81,24 +80,21 @@ class Domain:
 @dataclasses.dataclass(frozen=True)
 class Items:
     """A comma-separated list flag (a string such as ``"64,128,256"``): each entry an
-    integer in ``domain`` or, with ``names``, one of them; ``count`` entries if given."""
+    integer in ``domain`` (or one of its words) or, with ``names``, one of them."""
 
     domain: Domain | None = None
     names: tuple[str, ...] = ()
-    count: int | None = None
     allow_empty: bool = False
 
     def describe(self) -> str:
         what = (f"one of {', '.join(self.names)}" if self.names else self.domain.describe())
-        size = f"{self.count} " if self.count else ""
-        text = f"{size}comma-separated entries, each {what}"
+        text = f"comma-separated entries, each {what}"
         return text + (" (empty for all)" if self.allow_empty else "")
 
     def parse(self, text: str) -> list:
+        """The entries of ``text``; ValueError when one is not valid."""
         entries = [e.strip() for e in text.split(",")] if text.strip() else []
         if not entries and not self.allow_empty:
-            raise ValueError
-        if self.count is not None and len(entries) != self.count:
             raise ValueError
         if self.names:
             if any(e not in self.names for e in entries):

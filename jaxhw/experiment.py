@@ -158,13 +158,12 @@ class RunConfig(EngineConfig):
             raise ConfigError(f"--seed + --seeds - 1 must be at most {MAX_SEED}")
 
 
-def check_batch(cfg: RunConfig, dataset: str, batch_size: int | None = None,
-                examples: int | None = None) -> None:
-    """``--batch-size`` (or ``batch_size``) against the training examples a run of
-    ``dataset`` will have: ``--train-limit`` of them, or ``examples`` (default: the
-    published train split), checked before anything loads; a local folder with fewer is
-    checked again once loaded."""
-    batch = cfg.batch_size if batch_size is None else batch_size
+def check_batch(cfg: RunConfig, dataset: str, examples: int | None = None) -> None:
+    """``--batch-size`` against the training examples a run of ``dataset`` will have:
+    ``--train-limit`` of them, or ``examples`` (default: the published train split),
+    checked before anything loads; a local folder with fewer is checked again once
+    loaded."""
+    batch = cfg.batch_size
     available = get_spec(dataset).train_examples if examples is None else examples
     limit = f" (--train-limit {cfg.train_limit})" if 0 < cfg.train_limit < available else ""
     available = min(cfg.train_limit, available) if cfg.train_limit else available

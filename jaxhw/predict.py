@@ -23,7 +23,6 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxhw.train.checkpoint import Checkpoints, CheckpointError
 
@@ -89,8 +88,7 @@ def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
                              f"(train it first, or pass the --checkpoint-dir of a run)")
     name, config = results.get("experiment"), results.get("config")
     if name is None or config is None:  # an interrupted run: its checkpoint's meta
-        meta = checkpoints._manager.restore(checkpoints.latest_epoch(), args=ocp.args.Composite(
-            meta=ocp.args.JsonRestore()))["meta"]
+        meta = checkpoints.meta()
         name, config = meta.get("experiment"), meta.get("config")
     if name is None or config is None:
         raise RunFolderError(f"{folder} was written by an older jaxhw (its checkpoints do "
@@ -116,11 +114,7 @@ def _variables(checkpoints: Checkpoints) -> tuple[dict, int]:
     template: only what a forward pass needs."""
     epoch = checkpoints.best_epoch()
     try:
-        state = checkpoints._manager.restore(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore()))["state"]
-    except Exception as e:  # orbax raises many types for truncated or foreign files
-        raise CheckpointError(f"checkpoint {checkpoints.directory / str(epoch)} is corrupt "
-                              f"({type(e).__name__}: {str(e)[:200]})") from e
+        state, _ = checkpoints.restore(None, epoch)
     finally:
         checkpoints.close()
     variables = {"params": state["params"]}

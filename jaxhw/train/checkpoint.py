@@ -66,15 +66,19 @@ class Checkpoints:
             metrics=metrics)
         self._manager.wait_until_finished()
 
-    def restore(self, template: TrainState, epoch: int | None = None) -> tuple[TrainState, dict]:
+    def restore(self, template: TrainState | None, epoch: int | None = None
+                ) -> tuple[Any, dict]:
         """Restore ``epoch`` (default: the latest) with the shapes, dtypes and shardings of
-        ``template`` (a freshly initialised state)."""
+        ``template`` (a freshly initialised state); with ``template=None``, the state as it
+        was saved, a plain dict of arrays (what a predictor needs, without building an
+        optimizer)."""
         epoch = self.latest_epoch() if epoch is None else epoch
         if epoch is None or epoch not in self.epochs():
             raise CheckpointError(
                 f"no checkpoint{'' if epoch is None else f' for epoch {epoch}'} in "
                 f"{self.directory}; train first, or run without --resume to start fresh")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        abstract = (None if template is None
+                    else jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
         try:
             restored = self._manager.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
@@ -84,6 +88,12 @@ class Checkpoints:
                 f"model ({type(e).__name__}: {str(e)[:300]}). Delete that folder to resume "
                 f"from the one before it, or pass --overwrite to start over.") from e
         return restored["state"], restored["meta"]
+
+    def meta(self, epoch: int | None = None) -> dict:
+        """The JSON ``meta`` item of ``epoch`` (default: the latest), without the state."""
+        epoch = self.latest_epoch() if epoch is None else epoch
+        return self._manager.restore(epoch, args=ocp.args.Composite(
+            meta=ocp.args.JsonRestore()))["meta"]
 
     def close(self) -> None:
         self._manager.close()
