@@ -1,14 +1,24 @@
-"""Ablation of the CIFAR-10 speed-run recipe: the gpu preset with each ingredient switched off.
+"""Ablation of a CIFAR-10 recipe: the gpu preset with each ingredient switched off, or the
+cpu preset with each of the gpu preset's ingredients switched on.
 
     python -m benchmarks.cifar_ablation --data-dir ~/.cache/jaxhw-data --seeds 3   # a GPU
+    python -m benchmarks.cifar_ablation --preset cpu --data-dir DIR --seeds 1 \\
+        --work ~/jaxhw-cpu-ablation                                               # a CPU
     python -m benchmarks.cifar_ablation --data-dir DIR --rows full,no_lookahead \\
-        --extra "--train-limit 10000 --widths 32,64,64"                          # a CPU probe
+        --extra "--train-limit 10000 --widths 32,64,64"                          # a probe
 
-Every row runs ``python -m experiments.cifar_inception --preset gpu --seeds N`` plus the
+Every row runs ``python -m experiments.cifar_inception --preset P --seeds N`` plus the
 row's flags (and ``--extra``) in this process, and records the mean and standard deviation
 of the test accuracy over the seeds, the mean training time per seed (compilation
-excluded) and the compile time. Writes ``benchmarks/results/cifar_ablation.json`` and a
-Markdown table next to it.
+excluded), the final evaluation's time and the compile time. Rows that change only the
+evaluation (test-time views) train nothing: they evaluate a copy of the full row's
+checkpoints with their flags (``--evaluate``: the best epoch's weights), so their training
+time is the full row's. Rows are kept in ``--work``: a row whose folder holds the results
+of the same command is not run again, so an interrupted ablation continues where it
+stopped. ``--full-run`` takes the full row from a run made with ``python -m
+experiments.cifar_inception`` itself (its config must be the row's). Writes
+``benchmarks/results/cifar_ablation.json`` (gpu) or ``cifar_cpu_ablation.json`` (cpu) and a
+Markdown table next to it, with the host CPU.
 """
 
 from __future__ import annotations
@@ -18,84 +28,193 @@ import dataclasses
 import io
 import json
 import shlex
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 from benchmarks.gpu_check import run_experiment
 from experiments import cifar_inception
-from jaxhw import config
+from jaxhw import config, host
 from jaxhw.config import Checked, ConfigError, Items, build_parser, flag
 
-OUT = Path("benchmarks/results/cifar_ablation.json")
+RESULTS = Path("benchmarks/results")
+OUT = {"gpu": RESULTS / "cifar_ablation.json", "cpu": RESULTS / "cifar_cpu_ablation.json"}
 
-# row name -> (what it changes, flags added to --preset gpu)
-ROWS: dict[str, tuple[str, list[str]]] = {
-    "full": ("the gpu preset as it is", []),
-    "no_whiten": ("3x3 conv + BN stem and a 2x2 pool instead of the frozen whitening stem",
-                  ["--no-whiten", "--stem", "32"]),
-    "no_lookahead": ("no lookahead weight averaging", ["--no-lookahead"]),
-    "no_bn_bias_lr": ("batch-norm biases at the base learning rate (not 64x)",
-                      ["--bn-bias-lr", "1"]),
-    "no_label_smoothing": ("label smoothing 0 instead of 0.2", ["--label-smoothing", "0"]),
-    "random_flip": ("random flips instead of alternating ones", ["--no-alternate-flip"]),
-    "no_translate": ("no 2-pixel translations while training", ["--crop-pad", "0"]),
-    "tta_mirror_only": ("2 test-time views (image, mirror) instead of 6",
-                        ["--no-tta-translate"]),
-    "no_tta": ("no test-time augmentation", ["--no-tta"]),
-    "relu": ("ReLU instead of GELU", ["--act", "relu"]),
-    "bn_defaults": ("PyTorch's batch-norm defaults (momentum 0.9 here, eps 1e-5, learned "
-                    "scale)", ["--bn-momentum", "0.9", "--bn-eps", "1e-5", "--bn-scale"]),
-    "stride_blocks": ("stride-2 residual blocks instead of compute-then-pool stages",
-                      ["--downsample", "stride"]),
-    "narrow": ("widths 64,192,192 instead of 64,256,256 (faster, less accurate?)",
-               ["--widths", "64,192,192"]),
-    "float32": ("float32 instead of bfloat16 (on a GPU)", ["--dtype", "float32"]),
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    change: str               # what the row changes, for the table
+    flags: tuple[str, ...]    # added to --preset P
+    eval_only: bool = False   # only the evaluation changes: evaluate the full row's weights
+
+
+# preset -> row name -> Row
+ROWS: dict[str, dict[str, Row]] = {
+    "gpu": {
+        "full": Row("the gpu preset as it is", ()),
+        "no_whiten": Row("3x3 conv + BN stem and a 2x2 pool instead of the frozen whitening "
+                         "stem", ("--no-whiten", "--stem", "32")),
+        "no_lookahead": Row("no lookahead weight averaging", ("--no-lookahead",)),
+        "no_bn_bias_lr": Row("batch-norm biases at the base learning rate (not 64x)",
+                             ("--bn-bias-lr", "1")),
+        "no_label_smoothing": Row("label smoothing 0 instead of 0.2",
+                                  ("--label-smoothing", "0")),
+        "random_flip": Row("random flips instead of alternating ones",
+                           ("--no-alternate-flip",)),
+        "no_translate": Row("no 2-pixel translations while training", ("--crop-pad", "0")),
+        "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 6",
+                               ("--no-tta-translate",)),
+        "no_tta": Row("no test-time augmentation", ("--no-tta",)),
+        "relu": Row("ReLU instead of GELU", ("--act", "relu")),
+        "bn_defaults": Row("PyTorch's batch-norm defaults (momentum 0.9 here, eps 1e-5, "
+                           "learned scale)", ("--bn-momentum", "0.9", "--bn-eps", "1e-5",
+                                              "--bn-scale")),
+        "stride_blocks": Row("stride-2 residual blocks instead of compute-then-pool stages",
+                             ("--downsample", "stride")),
+        "narrow": Row("widths 64,192,192 instead of 64,256,256 (faster, less accurate?)",
+                      ("--widths", "64,192,192")),
+        "float32": Row("float32 instead of bfloat16 (on a GPU)", ("--dtype", "float32")),
+    },
+    # The cpu preset has none of the speed-run ingredients: each row adds one (cost and gain
+    # on a CPU), the last adds them all.
+    "cpu": {
+        "full": Row("the cpu preset as it is", ()),
+        "tta_translate": Row("6 test-time views (image, mirror, 2-pixel shifts) instead of 2",
+                             ("--tta-translate",), eval_only=True),
+        "no_tta": Row("no test-time augmentation", ("--no-tta",), eval_only=True),
+        "whiten": Row("frozen 2x2 patch-whitening stem and a 2x2 pool instead of the trained "
+                      "3x3 conv + BN stem at 32x32", ("--whiten",)),
+        "lookahead": Row("lookahead weight averaging", ("--lookahead",)),
+        "label_smoothing_0.2": Row("label smoothing 0.2 instead of 0.1",
+                                   ("--label-smoothing", "0.2")),
+        "alternate_flip": Row("alternating flips instead of random ones", ("--alternate-flip",)),
+        "all": Row("all of the above; 6 test-time views at the end only (plain images after "
+                   "each epoch)", ("--whiten", "--lookahead", "--label-smoothing", "0.2",
+                                   "--alternate-flip", "--tta-translate", "--epoch-tta",
+                                   "none")),
+    },
 }
+ALL_ROWS = tuple(dict.fromkeys(name for rows in ROWS.values() for name in rows))
+# Config entries that say where a run keeps its files or what it prints, not what it trains.
+RUN_PLACES = ("data_dir", "checkpoint_dir", "compile_cache", "overwrite", "resume",
+              "evaluate", "print_every")
+
+
+def row_argv(name: str, args: "Config") -> list[str]:
+    """The cifar_inception command line of row ``name`` (without --checkpoint-dir)."""
+    row = ROWS[args.preset][name]
+    return (["--preset", args.preset, "--seeds", str(args.seeds), "--data-dir",
+             str(args.data_dir), "--compile-cache", args.compile_cache]
+            + (["--evaluate"] if row.eval_only else ["--overwrite"])
+            + list(row.flags) + shlex.split(args.extra))
+
+
+def _trained(config_: dict) -> dict:
+    return {k: v for k, v in config_.items() if k not in RUN_PLACES}
+
+
+def _results(folder: Path) -> dict:
+    return json.loads((folder / "results.json").read_text())
 
 
 def run_row(name: str, args: "Config", work: Path) -> dict:
-    change, flags = ROWS[name]
-    argv = (["--preset", "gpu", "--seeds", str(args.seeds), "--data-dir", str(args.data_dir),
-             "--compile-cache", args.compile_cache, "--overwrite"] + flags
-            + shlex.split(args.extra))
-    results = run_experiment("cifar_inception", argv, work / name)
+    row = ROWS[args.preset][name]
+    argv, folder = row_argv(name, args), work / name
+    stamp = folder / "row.json"
+    if stamp.exists() and json.loads(stamp.read_text()).get("argv") == argv:
+        print(f"    kept from {folder}", flush=True)
+        results = _results(folder)
+    else:
+        if row.eval_only:  # evaluate a copy: --evaluate rewrites the folder's results
+            shutil.rmtree(folder, ignore_errors=True)
+            shutil.copytree(work / "full", folder)
+            (folder / "row.json").unlink(missing_ok=True)
+        results = run_experiment("cifar_inception", argv, folder)
+        stamp.write_text(json.dumps({"argv": argv}))
     if "seeds" in results:  # several seeds: train_and_evaluate's summary
         seeds, mean, std = results["seeds"], results["mean_accuracy"], results["std_accuracy"]
+        final_eval = [_results(folder / f"seed_{s['seed']}")["final_eval_s"] for s in seeds]
     else:
         seeds = [{"seed": results["seed"], "train_s": results["train_s"],
                   "compile_s": results["compile_s"]}]
-        mean, std = results["test_accuracy"], 0.0
-    return {"row": name, "change": change, "flags": flags, "mean_accuracy": mean,
-            "std_accuracy": std, "seeds": len(seeds),
-            "mean_train_s": sum(s["train_s"] for s in seeds) / len(seeds),
+        mean, std, final_eval = results["test_accuracy"], 0.0, [results["final_eval_s"]]
+    if row.eval_only:  # nothing trained: the training is the full row's
+        full = _results(work / "full")
+        seeds = full["seeds"] if "seeds" in full else [{"train_s": full["train_s"],
+                                                        "compile_s": full["compile_s"]}]
+    return {"row": name, "change": row.change, "flags": list(row.flags),
+            "eval_only": row.eval_only, "mean_accuracy": mean, "std_accuracy": std,
+            "seeds": len(seeds), "mean_train_s": sum(s["train_s"] for s in seeds) / len(seeds),
+            "final_eval_s": sum(final_eval) / len(final_eval),
             "compile_s": seeds[0]["compile_s"], "device": results["device"],
             "dtype": results["dtype"]}
 
 
-def table(rows: list[dict]) -> str:
-    lines = ["| row | change | mean test accuracy | std | seeds | training s per seed | "
-             "compile s | device, dtype |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+def adopt_full_run(run: Path, args: "Config", work: Path) -> None:
+    """Make the finished run in ``run`` the full row: its config must be the one the full
+    row would train (where files are kept aside)."""
+    if not (run / "results.json").exists():
+        raise ConfigError(f"--full-run {run}: no results.json there; give the folder of a "
+                          f"finished python -m experiments.cifar_inception run")
+    saved = _trained(_results(run)["config"])
+    parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
+    values = vars(parser.parse_args(row_argv("full", args)))
+    want = dataclasses.asdict(cifar_inception.Config(
+        **{**cifar_inception.PRESETS[values.pop("preset")], **values}))
+    differ = sorted(k for k, v in _trained(want).items() if saved.get(k) != v)
+    if differ:
+        raise ConfigError(f"--full-run {run} trained another config than --preset "
+                          f"{args.preset}'s full row: {', '.join(differ)} differ")
+    shutil.rmtree(work / "full", ignore_errors=True)
+    shutil.copytree(run, work / "full")
+    (work / "full" / "row.json").write_text(json.dumps({"argv": row_argv("full", args),
+                                                        "adopted_from": str(run)}))
+
+
+def table(rows: list[dict], preset: str) -> str:
+    lines = [f"Rows of --preset {preset}; host CPU {host.cpu_name()}, flags "
+             f"{' '.join(host.cpu_flags()) or 'unknown'}.", "",
+             "| row | change | mean test accuracy | std | seeds | training s per seed | "
+             "final evaluation s | compile s | device, dtype |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['row']} | {ROWS[r['row']][0]} | error: {r['error']} | | | | | |")
+            lines.append(f"| {r['row']} | {ROWS[preset][r['row']].change} | error: "
+                         f"{r['error']} | | | | | | |")
             continue
+        train = f"{r['mean_train_s']:.2f}" + (" (the full row's)" if r["eval_only"] else "")
         lines.append(f"| {r['row']} | {r['change']} | {100 * r['mean_accuracy']:.2f} % | "
-                     f"{100 * r['std_accuracy']:.2f} | {r['seeds']} | {r['mean_train_s']:.2f} | "
-                     f"{r['compile_s']:.1f} | {r['device']}, {r['dtype']} |")
+                     f"{100 * r['std_accuracy']:.2f} | {r['seeds']} | {train} | "
+                     f"{r['final_eval_s']:.1f} | {r['compile_s']:.1f} | "
+                     f"{r['device']}, {r['dtype']} |")
     return "\n".join(lines)
 
 
 @dataclasses.dataclass
 class Config(Checked):
     data_dir: str | None = flag(None, "dataset folder in the local layout (required)")
+    preset: str = flag("gpu", "the cifar_inception preset whose ingredients are ablated",
+                       choices=list(ROWS))
     seeds: int = flag(3, "seeds per row", ge=1, le=1000)
-    rows: str = flag(",".join(ROWS), "the rows to run", items=Items(names=tuple(ROWS)))
+    rows: str = flag("", "the rows to run (default: all of the preset's; rows of the gpu "
+                         f"preset: {','.join(ROWS['gpu'])}; of the cpu preset: "
+                         f"{','.join(ROWS['cpu'])})",
+                       items=Items(names=ALL_ROWS, allow_empty=True))
     extra: str = flag("", "flags added to every row, e.g. \"--train-limit 10000 --epochs 3\" "
                           "for a short probe (checked against cifar_inception's flags first)")
-    compile_cache: str | None = flag(None, "compilation cache folder (default: a new one "
-                                           "under the work folder)")
-    out: str = flag(str(OUT), "JSON output")
+    work: str | None = flag(None, "folder of the rows' runs, kept: finished rows are not run "
+                                  "again (default: a new temporary folder)")
+    full_run: str | None = flag(None, "folder of a finished cifar_inception run of the "
+                                      "preset (same seeds and --extra) to use as the full row")
+    compile_cache: str | None = flag(None, "compilation cache folder (default: one in the "
+                                           "work folder)")
+    out: str | None = flag(None, "JSON output (default: benchmarks/results/"
+                                 "cifar_ablation.json for gpu, cifar_cpu_ablation.json for "
+                                 "cpu)")
+
+    def names(self) -> list[str]:
+        return self.rows.split(",") if self.rows else list(ROWS[self.preset])
 
     def rules(self) -> None:
         if not self.data_dir:
@@ -104,8 +223,17 @@ class Config(Checked):
             extra = shlex.split(self.extra)
         except ValueError as e:
             raise ConfigError(f"--extra: {e}") from None
-        for name in self.rows.split(","):  # every row's flags, as cifar_inception checks them
-            argv = ["--preset", "gpu", "--seeds", str(self.seeds), *ROWS[name][1], *extra]
+        names = self.names()
+        foreign = [n for n in names if n not in ROWS[self.preset]]
+        if foreign:
+            raise ConfigError(f"--rows {','.join(foreign)}: not rows of --preset "
+                              f"{self.preset}; its rows are {','.join(ROWS[self.preset])}")
+        if "full" not in names and any(ROWS[self.preset][n].eval_only for n in names):
+            raise ConfigError("--rows: the evaluation-only rows evaluate the full row's "
+                              "weights; add full (kept from --work or --full-run if there)")
+        for name in names:  # every row's flags, as cifar_inception checks them
+            row = ROWS[self.preset][name]
+            argv = ["--preset", self.preset, "--seeds", str(self.seeds), *row.flags, *extra]
             parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
             said = io.StringIO()
             try:
@@ -123,24 +251,30 @@ class Config(Checked):
 
 def main(argv=None) -> list[dict]:
     args = config.parse(Config, __doc__, argv)
-    names = args.rows.split(",")
-    work = Path(tempfile.mkdtemp(prefix="jaxhw-cifar-ablation-"))
+    names = args.names()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="jaxhw-ablation-"))
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) if args.out else OUT[args.preset]
     args = dataclasses.replace(args, compile_cache=args.compile_cache
                                or str(work / "compile_cache"))
+    if args.full_run:
+        adopt_full_run(Path(args.full_run), args, work)
     rows, start = [], time.perf_counter()
     for name in names:
-        print(f"[{time.perf_counter() - start:7.1f} s] {name}: {ROWS[name][0]}", flush=True)
+        print(f"[{time.perf_counter() - start:7.1f} s] {name}: {ROWS[args.preset][name].change}",
+              flush=True)
         try:
             rows.append(run_row(name, args, work))
         except (Exception, SystemExit) as e:  # one broken row must not hide the others
             rows.append({"row": name, "error": f"{type(e).__name__}: {e}"})
-        out = Path(args.out)  # written after every row: an interrupted run keeps its rows
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"rows": rows, "extra": args.extra, "seeds": args.seeds,
+        out.parent.mkdir(parents=True, exist_ok=True)  # after every row: none is lost
+        out.write_text(json.dumps({"preset": args.preset, "rows": rows, "extra": args.extra,
+                                   "seeds": args.seeds, "host_cpu": host.cpu_name(),
+                                   "host_cpu_flags": host.cpu_flags(),
                                    "total_s": time.perf_counter() - start}, indent=2))
-        out.with_suffix(".md").write_text(table(rows) + "\n")
-    print(table(rows))
-    print(f"written: {args.out} and {Path(args.out).with_suffix('.md')} (logs in {work})")
+        out.with_suffix(".md").write_text(table(rows, args.preset) + "\n")
+    print(table(rows, args.preset))
+    print(f"written: {out} and {out.with_suffix('.md')} (runs in {work})")
     return rows
 
 

@@ -6,12 +6,16 @@
 Trains BetterNet (jaxhw/models/cnn.py) by default, or the handout's small Inception CNN
 with --model inception_cnn.
 
-The cpu preset (the defaults) is what fast CIFAR-10 trainers use, sized for a 2-core CPU:
-the whole dataset on the device, random crop (pad 4) and flip done there; SGD with
-Nesterov momentum 0.9 under a one-cycle schedule; weight decay 5e-4 on kernels only;
+The defaults of the flags (the cpu preset) are what fast CIFAR-10 trainers use, sized for a
+2-core CPU: the whole dataset on the device, random crop (pad 4) and flip done there; SGD
+with Nesterov momentum 0.9 under a one-cycle schedule; weight decay 5e-4 on kernels only;
 label smoothing 0.1; test-time flip averaging. The net drops to 16x16 after one conv and
 has one residual block at 8x8 and at 4x4 (XLA's CPU convolution backward pass is slow at
-large spatial size x batch).
+large spatial size x batch). The speed-run ingredients of the gpu preset are flags here
+too (--whiten, --lookahead, --alternate-flip, --tta-translate, ...); --epoch-tta sets how
+many test-time views the evaluation after every epoch takes (each view is one more
+forward pass over the test set). Their cost and gain on a CPU:
+benchmarks/results/cifar_cpu_ablation.md.
 
 The gpu preset is a speed run after KellerJordan/cifar10-airbench (airbench94), with the
 assignment's blocks: a frozen 2x2 patch-whitening stem computed from the training images,
@@ -56,6 +60,10 @@ from experiments.cifar_simple_cnn import OriginalPrintouts  # the original noteb
 # CIFAR-10 train-set channel means and standard deviations (of pixels scaled to [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+# --epoch-tta -> the per-epoch evaluation's views (None: the final evaluation's)
+EPOCH_TTA = {"final": None, "mirror": 1, "none": 0}
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -121,6 +129,11 @@ class Config(RunConfig):
     tta: bool = flag(True, "average the predictions of each test image and its mirror")
     tta_translate: bool = flag(False, "with --tta, also average 1-pixel translations of both "
                                       "(6 views, weighted as airbench does)")
+    epoch_tta: str = flag("final", "test-time views of the evaluation after every epoch: "
+                                   "final (those of the final evaluation), mirror (the image "
+                                   "and its mirror) or none (the image alone); each view is "
+                                   "one more forward pass over the test set per epoch",
+                          choices=list(EPOCH_TTA))
     print_every: int = flag(100, "print the mean loss of every this many mini-batches",
                            ge=1)
     conv: str = flag("auto", CONV_HELP, choices=ops.CHOICES)
@@ -131,6 +144,9 @@ class Config(RunConfig):
             raise ConfigError("--whiten is a BetterNet option; drop it or use --model betternet")
         if self.tta_translate and not self.tta:
             raise ConfigError("--tta-translate needs --tta")
+        if self.epoch_tta == "mirror" and not self.tta:
+            raise ConfigError("--epoch-tta mirror needs --tta (the final evaluation has no "
+                              "more views than the per-epoch one)")
         widths, blocks = _ints(self.widths), _ints(self.blocks)
         if len(widths) != len(blocks) or not 1 <= len(widths) <= 4:
             raise ConfigError(f"--widths and --blocks need the same number of stages, 1 to 4; "
@@ -267,7 +283,8 @@ def inference(cfg: Config) -> Inference:
 
 
 def tta_level(cfg: Config) -> int:
-    """Test-time views: 0 none, 1 the mirror, 2 also translations."""
+    """Test-time views of the final evaluation: 0 none, 1 the mirror, 2 also
+    translations."""
     return (2 if cfg.tta_translate else 1) if cfg.tta else 0
 
 
@@ -292,7 +309,7 @@ def run(cfg: Config) -> dict:
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip,
                               steps_per_epoch=steps_per_epoch),
-        tta=tta_level(cfg),
+        tta=tta_level(cfg), epoch_tta=EPOCH_TTA[cfg.epoch_tta],
         lookahead=Lookahead(cfg.epochs * steps_per_epoch, steps_per_epoch) if cfg.lookahead
         else None)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,

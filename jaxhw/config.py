@@ -278,7 +278,7 @@ def parse(cls: type[C], description: str, argv: Sequence[str] | None = None,
     program as argparse does (one line on stderr, exit code 2)."""
     parser = build_parser(cls, description, presets, prog=_prog(cls))
     args = vars(parser.parse_args(argv))
-    preset = args.pop("preset", None)
+    preset = args.pop("preset", None) if presets else None  # else a field may be "preset"
     values = dict(presets[preset]) if preset else {}
     values.update(args)
     try:

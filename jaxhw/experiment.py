@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxhw import host
 from jaxhw.config import Checked, ConfigError, flag
 from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
                         random_erase, subset)
@@ -90,6 +91,7 @@ def timing_summary(trainer: Trainer, history: Sequence[dict]) -> dict:
     return {"compile_s": trainer.compile_s, "trace_s": trainer.trace_s,
             "train_s": sum(r["train_time_s"] for r in history),
             "device": device_name(), "compute_capability": compute_capability(),
+            "host_cpu": host.cpu_name(), "host_cpu_flags": host.cpu_flags(),
             "programs": len(trainer.programs), "program_list": trainer.programs}
 
 
@@ -311,6 +313,7 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
         "mean_accuracy": float(accuracies.mean()), "std_accuracy": float(accuracies.std(ddof=1)),
         "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
         "device": results["device"], "dtype": results["dtype"],
+        "host_cpu": results["host_cpu"], "host_cpu_flags": results["host_cpu_flags"],
         "config": dataclasses.asdict(cfg)}
     root = run_dir(name, cfg)
     if jax.process_index() == 0:
@@ -321,7 +324,8 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
               f"{r['compile_s']:>10.2f}")
     print(f"mean {plan.metric.replace('_', ' ')} {100 * summary['mean_accuracy']:.2f}% (std "
           f"{100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
-          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}; "
+          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}"
+          f"{' (' + summary['host_cpu'] + ')' if jax.default_backend() == 'cpu' else ''}; "
           f"results: {root / 'results.json'}")
     return summary
 
@@ -360,8 +364,10 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
             hook.on_train_end(ckpt.directory)
     wall = time.perf_counter() - t0
 
+    c0, t0 = trainer.setup_s, time.perf_counter()
     result = trainer.evaluate(state, plan.test if plan.final is None else plan.final,
                               plan.eval_batch_size)
+    final_eval_s = time.perf_counter() - t0 - (trainer.setup_s - c0)  # compiling excluded
     primary = jax.process_index() == 0  # one writer when several hosts train together
     table = None
     if plan.class_names is not None:
@@ -379,6 +385,7 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
         "test_examples": len(result.labels), "epochs": len(history),
         "train_time_s": timing["train_s"], **timing, "dtype": compute_dtype(cfg.dtype).name,
+        "final_eval_s": final_eval_s,
         "steps_per_call": trainer.block, "wall_time_this_run_s": wall,
         "parameters": count_params(state.params), "seed": seed, **plan.extra,
     }

@@ -2,21 +2,81 @@
 
 import json
 
+import pytest
+
 from benchmarks import cifar_ablation
+from experiments import cifar_inception
+from jaxhw.config import ConfigError
 from tests.conftest import write_image_split
 
+TINY = "--widths 16,16,16 --batch-size 64 --epochs 1 --stem 8"
 
-def test_ablation_rows_run_and_are_written(tmp_path):
+
+@pytest.fixture
+def data(tmp_path):
     data = tmp_path / "data"
     write_image_split(data, "cifar10", "train", 256, (32, 32, 3), seed=1)
     write_image_split(data, "cifar10", "test", 64, (32, 32, 3), seed=2)
+    return data
+
+
+def test_ablation_rows_run_and_are_written(tmp_path, data):
     out = tmp_path / "ablation.json"
     rows = cifar_ablation.main([
         "--data-dir", str(data), "--seeds", "2", "--rows", "full,no_lookahead",
-        "--extra", "--widths 16,16,16 --batch-size 64 --epochs 1", "--out", str(out)])
+        "--extra", TINY, "--out", str(out)])
     assert [r["row"] for r in rows] == ["full", "no_lookahead"]
     assert all("error" not in r and r["seeds"] == 2 for r in rows)
     saved = json.loads(out.read_text())
-    assert saved["rows"] == rows
+    assert saved["rows"] == rows and saved["preset"] == "gpu"
     md = out.with_suffix(".md").read_text()
     assert "| no_lookahead | no lookahead weight averaging |" in md
+    assert "host CPU" in md
+
+
+def test_cpu_ablation_reuses_a_run_and_evaluates_without_training(tmp_path, data, capsys):
+    # A run of the cpu preset made by the experiment itself becomes the full row.
+    run = tmp_path / "run"
+    cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--checkpoint-dir", str(run)])
+    out, work = tmp_path / "cpu.json", tmp_path / "work"
+    argv = ["--preset", "cpu", "--data-dir", str(data), "--seeds", "1", "--rows",
+            "full,tta_translate,no_tta", "--extra", TINY, "--out", str(out),
+            "--work", str(work), "--full-run", str(run)]
+    rows = cifar_ablation.main(argv)
+    full, translate, none = rows
+    assert all("error" not in r for r in rows), rows
+    saved = json.loads((run / "results.json").read_text())
+    assert full["mean_accuracy"] == saved["test_accuracy"]
+    assert full["mean_train_s"] == saved["train_s"]
+    # evaluation-only rows: the full row's training time, their own (cheaper) evaluation
+    assert translate["eval_only"] and translate["mean_train_s"] == full["mean_train_s"]
+    evaluated = {name: json.loads((work / name / "results.json").read_text())["config"]
+                 for name in ("tta_translate", "no_tta")}
+    assert evaluated["tta_translate"]["tta_translate"] and evaluated["tta_translate"]["tta"]
+    assert not evaluated["no_tta"]["tta"]
+    assert all(r["final_eval_s"] > 0 for r in rows)
+    assert json.loads(out.read_text())["host_cpu_flags"] is not None
+    # the full row's folder is untouched by the evaluation-only rows
+    assert json.loads((work / "full" / "results.json").read_text())["test_accuracy"] == \
+        saved["test_accuracy"]
+    # a second call keeps every finished row
+    capsys.readouterr()
+    assert cifar_ablation.main(argv[:-2]) == rows
+    assert capsys.readouterr().out.count("kept from") == 3
+
+
+def test_full_run_must_match_the_row(tmp_path, data):
+    run = tmp_path / "run"
+    cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--label-smoothing", "0.2",
+                          "--checkpoint-dir", str(run)])
+    with pytest.raises(ConfigError, match="label_smoothing differ"):
+        cifar_ablation.main(["--preset", "cpu", "--data-dir", str(data), "--seeds", "1",
+                             "--rows", "full", "--extra", TINY, "--work", str(tmp_path / "w"),
+                             "--full-run", str(run), "--out", str(tmp_path / "o.json")])
+
+
+def test_rows_must_belong_to_the_preset():
+    with pytest.raises(ConfigError, match="not rows of --preset cpu"):
+        cifar_ablation.Config(data_dir="x", preset="cpu", rows="full,relu")
+    with pytest.raises(ConfigError, match="add full"):
+        cifar_ablation.Config(data_dir="x", preset="cpu", rows="no_tta")

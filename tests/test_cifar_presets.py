@@ -111,3 +111,19 @@ def test_seeds_refuse_an_existing_run_before_training(tiny_data, tmp_path, capsy
     err = capsys.readouterr().err
     assert "seed_1" in err or "already" in err
     assert not (out / "seed_0").exists() or not any((out / "seed_0").iterdir())
+
+
+def test_whitening_stem_of_the_stride_net_pools_to_15x15():
+    """--whiten on the cpu preset's net: frozen 2x2 whitening (31x31) then a 2x2 pool, so the
+    Inception module works at 15x15 as the 3x3 stem's net works at 16x16."""
+    cfg = cifar_inception.Config(whiten=True, widths="16,32,32")
+    model = cifar_inception.build_model(cfg)
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = model.init(jax.random.key(0), x)
+    _, state = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
+    shapes = {k: v["__call__"][0].shape for k, v in state["intermediates"].items()
+              if k != "__call__"}
+    assert shapes["whiten"] == (2, 31, 31, 24)
+    assert shapes["Inception_0"] == (2, 15, 15, 16)
+    assert [s[1] for k, s in sorted(shapes.items()) if k.startswith("ResidualBlock")] == [8, 4]
+    assert "ConvBN_0" not in variables["params"]  # no trained stem at 32x32

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from experiments import cifar_inception
 from tests.conftest import WORDS, write_image_split
 
 
@@ -44,14 +45,20 @@ def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_di
     assert len(results["history"]) == 2
 
 
-@pytest.mark.parametrize("preset", ["cpu", "gpu"])
-def test_the_cifar_presets_compile_two_programs(preset, tmp_path):
-    from experiments import cifar_inception
+@pytest.mark.parametrize("name,values,want", [
+    ("cpu", {}, ["eval", "train x1"]),
+    ("gpu", cifar_inception.PRESETS["gpu"], ["eval", "train x1"]),
+    # Plain images after every epoch, six views at the end: an eval program for each.
+    ("epoch-tta", {"tta_translate": True, "epoch_tta": "none"},
+     ["eval", "eval tta=0", "train x1"]),
+])
+def test_the_cifar_runs_compile_a_pinned_number_of_programs(name, values, want, tmp_path):
     for split, n in (("train", 96), ("test", 40)):
         write_image_split(tmp_path / "data", "cifar10", split, n, (32, 32, 3), seed=len(split))
-    values = {**cifar_inception.PRESETS[preset], "widths": "16,16,16", "stem": 8,
+    values = {**values, "widths": "16,16,16", "stem": 8,
               "batch_size": 16, "epochs": 1, "data_dir": str(tmp_path / "data"),
-              "checkpoint_dir": str(tmp_path / preset), "compile_cache": "off"}
+              "checkpoint_dir": str(tmp_path / name), "compile_cache": "off"}
     results = cifar_inception.run(cifar_inception.Config(**values))
-    # One train program (one step per call on a CPU: convolutions) and one eval program.
-    assert sorted(p["program"] for p in results["program_list"]) == ["eval", "train x1"]
+    # One train program (one step per call on a CPU: convolutions) and one eval program
+    # per number of test-time views.
+    assert sorted(p["program"] for p in results["program_list"]) == want

@@ -12,13 +12,14 @@ and commit gave the outputs. Runs go to a temporary folder, not ``checkpoints/``
 from __future__ import annotations
 
 import argparse
-import platform
 import subprocess
 import tempfile
 from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+
+from jaxhw import host
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -43,18 +44,6 @@ BUDGETS = {
 NOTE_TAG = "rendered"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                flags = Path("/proc/cpuinfo").read_text()
-                avx = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
-                return f"{line.split(':', 1)[1].strip()} ({avx})"
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def render(name: str, data_dir: str, work: Path) -> Path:
     path = HERE / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -75,7 +64,7 @@ def render(name: str, data_dir: str, work: Path) -> Path:
     shown = "; ".join(f"`{k} = {v}`" for k, v in budget.items())
     note = nbformat.v4.new_markdown_cell(
         f"*The outputs below come from a run on the real datasets on a 2-core "
-        f"{cpu_name()} CPU, at commit {commit}, with a CPU-sized budget: {shown}. The "
+        f"{host.cpu_name()} CPU, at commit {commit}, with a CPU-sized budget: {shown}. The "
         f"parameters cell holds the defaults for a Colab GPU.*")
     note.metadata["tags"] = [NOTE_TAG]
     nb.cells.insert(1, note)

@@ -237,7 +237,8 @@ class BetterNet(nn.Module):
 
     * ``whiten``: the stem is a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters
       and a bias, its kernel set from the training data by :func:`whitening_kernel` and
-      kept frozen by the optimizer (32x32 -> 31x31, no pool after it), then ``act``;
+      kept frozen by the optimizer (32x32 -> 31x31), then ``act``; with
+      ``downsample="stride"`` a 2x2 max pool follows (15x15), as after the 3x3 stem;
     * ``downsample="pool"``: every stage (the Inception module and stage 0's blocks, then
       each later stage's blocks) computes at its resolution with stride 1 and ends in a
       2x2 max pool (31 -> 15 -> 7 -> 3 with ``whiten``), instead of stride-2 blocks;
@@ -275,6 +276,8 @@ class BetterNet(nn.Module):
             c = WHITEN_WIDTH
             x = self.act(make_conv(self.conv, c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
                                    dtype=self.dtype, name="whiten")(x))  # [B, 31, 31, 24]
+            if self.downsample == "stride":  # as after the 3x3 stem: work at 15x15
+                x = pool(x)                                             # [B, 15, 15, 24]
         else:
             c = self.stem
             x = ConvBN(self.stem, 3, **ops)(x, train)                   # [B, 32, 32, stem]

@@ -94,6 +94,8 @@ class Trainer:
       preprocess: device-side ``(key, x, train) -> inputs`` (normalise, augment if train).
       tta: test-time augmentation at evaluation: 0 none, 1 average the logits of each
         image and its mirror, 2 also 1-pixel translations (``jaxhw.data.tta_views``).
+      epoch_tta: the views of the evaluation after every epoch, when it should cost less
+        than the final one (None: ``tta``); on a CPU each view is a forward pass.
       mesh: devices to shard batches over (default: all devices).
       eval_loss_fn: loss reported at evaluation (default: plain cross-entropy).
       pad_label: label value that accuracy ignores (0 for token sequences; None counts all).
@@ -122,6 +124,7 @@ class Trainer:
     loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     preprocess: Preprocess = identity_preprocess
     tta: int = 0
+    epoch_tta: int | None = None
     mesh: Mesh | None = None
     eval_loss_fn: LossFn = dataclasses.field(default_factory=classification_loss)
     log_every: int = 50  # steps between host reads of the loss (each read syncs the device)
@@ -140,8 +143,7 @@ class Trainer:
                               f"({self.bucket_run}) not negative")
         self.block = self.steps_per_call or None  # None: chosen at the first train_epoch
         self._blocks: dict[int, Any] = {}  # steps per call -> its jitted block
-        self.eval_step = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
-                                        self.preprocess, self.tta, self.compiler_options)
+        self._eval_steps: dict[int, Any] = {}  # test-time views -> its jitted eval step
         self._executables: dict[tuple, Any] = {}
         self.compiled: list[tuple[str, str, float]] = []
         self.traced: list[tuple[str, str, float]] = []
@@ -288,9 +290,20 @@ class Trainer:
                     pending, waiting = [], 0
         return state, total / steps
 
-    def evaluate(self, state: TrainState, data: Data, batch_size: int = 500) -> EvalResult:
+    def _eval_step(self, tta: int):
+        if tta not in self._eval_steps:
+            self._eval_steps[tta] = make_eval_step(self.model, self.eval_loss_fn, self.mesh,
+                                                   self.preprocess, tta, self.compiler_options)
+        return self._eval_steps[tta]
+
+    def evaluate(self, state: TrainState, data: Data, batch_size: int = 500,
+                 tta: int | None = None) -> EvalResult:
         """Loss, accuracy (over labels that are not ``pad_label``) and predictions over
-        every example of ``data`` (of every bucket, in bucket order)."""
+        every example of ``data`` (of every bucket, in bucket order), averaging ``tta``'s
+        test-time views (None: the trainer's ``tta``)."""
+        tta = self.tta if tta is None else tta
+        name = "eval" if tta == self.tta else f"eval tta={tta}"
+        step = self._eval_step(tta)
         loss_sum, count, preds, labels = 0.0, 0.0, [], []
         plans = []
         for bucket in _buckets(data):
@@ -305,7 +318,7 @@ class Trainer:
         for bucket, idx, mask in plans:
             for b in range(len(idx)):
                 rows = jax.tree.map(lambda a: jnp.take(a, jnp.asarray(idx[b]), axis=0), bucket)
-                l, c, p = self._call("eval", self.eval_step, state, rows, jnp.asarray(mask[b]))
+                l, c, p = self._call(name, step, state, rows, jnp.asarray(mask[b]))
                 loss_sum, count = loss_sum + l, count + c
                 preds.append(np.asarray(p)[mask[b] > 0])
                 progress.update()
@@ -321,8 +334,9 @@ class Trainer:
             seed: int, checkpoints: Checkpoints | None = None, history: list | None = None,
             meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500
             ) -> tuple[TrainState, list[dict]]:
-        """Train from ``len(history)`` epochs done up to ``epochs``, evaluating on ``test`` and
-        checkpointing after every epoch. Returns the final state and the full history."""
+        """Train from ``len(history)`` epochs done up to ``epochs``, evaluating on ``test``
+        (with ``epoch_tta``'s views) and checkpointing after every epoch. Returns the final
+        state and the full history."""
         history = list(history or [])
         run_key = jax.random.key(seed)
         for epoch in range(len(history) + 1, epochs + 1):
@@ -330,7 +344,7 @@ class Trainer:
             state, train_loss = self.train_epoch(
                 state, train, batch_size, jax.random.fold_in(run_key, epoch), epoch, epochs, hooks)
             c1, t1 = self.setup_s, time.perf_counter()
-            result = self.evaluate(state, test, eval_batch_size)
+            result = self.evaluate(state, test, eval_batch_size, self.epoch_tta)
             c2, t2 = self.setup_s, time.perf_counter()
             record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
                       "eval_loss": result.loss, "eval_accuracy": result.accuracy,

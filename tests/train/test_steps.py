@@ -103,3 +103,26 @@ def test_compiler_options_reach_both_steps():
         state, loss = trainer.train_epoch(state, data, 32, jax.random.key(1), progress=False)
         results.append((loss, trainer.evaluate(state, data).loss))
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
+
+
+def test_epoch_evaluation_takes_its_own_views_and_the_final_one_all():
+    """With ``epoch_tta`` the evaluation after every epoch averages fewer test-time views
+    (cheaper) than ``evaluate``'s default, the final evaluation's, in programs of their own."""
+    x, y = tiny_dataset(96)
+    trainer = tiny_trainer(tta=2, epoch_tta=0)
+    data = trainer.put(x, y)
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    state, history = trainer.fit(state, data, data, epochs=1, batch_size=16, seed=0)
+    plain = trainer.evaluate(state, data, tta=0)
+    six = trainer.evaluate(state, data)
+    assert history[-1]["eval_loss"] == pytest.approx(plain.loss, rel=1e-6)
+    assert history[-1]["eval_accuracy"] == plain.accuracy
+    assert six.loss != pytest.approx(plain.loss, rel=1e-6)  # the views do change the logits
+    names = [p["program"] for p in trainer.programs]
+    assert sorted(n for n in names if n.startswith("eval")) == ["eval", "eval tta=0"]
+    # without epoch_tta both evaluations are the same program
+    same = tiny_trainer(tta=2)
+    state = same.init_state(jax.random.key(0), x[:1])
+    state, history = same.fit(state, data, data, epochs=1, batch_size=16, seed=0)
+    assert history[-1]["eval_loss"] == pytest.approx(same.evaluate(state, data).loss, rel=1e-6)
+    assert [p["program"] for p in same.programs].count("eval") == 1
