@@ -118,6 +118,28 @@ def _results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
+def _seed_rows(results: dict) -> list[dict]:
+    """Each seed's training and compile time, of a one-seed or a several-seed run."""
+    if "seeds" in results:
+        return results["seeds"]
+    return [{"seed": results["seed"], "train_s": results["train_s"],
+             "compile_s": results["compile_s"]}]
+
+
+def _row_values(argv: list[str]) -> dict:
+    """cifar_inception's Config fields for ``argv``, parsed and merged with its preset as
+    cifar_inception does; a flag its parser refuses is a one-line ConfigError."""
+    parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
+    said = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(said):
+            values = vars(parser.parse_args(argv))
+    except SystemExit:
+        why = said.getvalue().strip().split("error: ", 1)[-1].removesuffix(" (see --help)")
+        raise ConfigError(why) from None
+    return {**cifar_inception.PRESETS[values.pop("preset")], **values}
+
+
 def run_row(name: str, args: "Config", work: Path) -> dict:
     row = ROWS[args.preset][name]
     argv, folder = row_argv(name, args), work / name
@@ -132,17 +154,15 @@ def run_row(name: str, args: "Config", work: Path) -> dict:
             (folder / "row.json").unlink(missing_ok=True)
         results = run_experiment("cifar_inception", argv, folder)
         stamp.write_text(json.dumps({"argv": argv}))
-    if "seeds" in results:  # several seeds: train_and_evaluate's summary
-        seeds, mean, std = results["seeds"], results["mean_accuracy"], results["std_accuracy"]
+    several = "seeds" in results  # several seeds: train_and_evaluate's summary
+    seeds = _seed_rows(results)
+    if several:
+        mean, std = results["mean_accuracy"], results["std_accuracy"]
         final_eval = [_results(folder / f"seed_{s['seed']}")["final_eval_s"] for s in seeds]
     else:
-        seeds = [{"seed": results["seed"], "train_s": results["train_s"],
-                  "compile_s": results["compile_s"]}]
         mean, std, final_eval = results["test_accuracy"], 0.0, [results["final_eval_s"]]
     if row.eval_only:  # nothing trained: the training is the full row's
-        full = _results(work / "full")
-        seeds = full["seeds"] if "seeds" in full else [{"train_s": full["train_s"],
-                                                        "compile_s": full["compile_s"]}]
+        seeds = _seed_rows(_results(work / "full"))
     return {"row": name, "change": row.change, "flags": list(row.flags),
             "eval_only": row.eval_only, "mean_accuracy": mean, "std_accuracy": std,
             "seeds": len(seeds), "mean_train_s": sum(s["train_s"] for s in seeds) / len(seeds),
@@ -158,10 +178,7 @@ def adopt_full_run(run: Path, args: "Config", work: Path) -> None:
         raise ConfigError(f"--full-run {run}: no results.json there; give the folder of a "
                           f"finished python -m experiments.cifar_inception run")
     saved = _trained(_results(run)["config"])
-    parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
-    values = vars(parser.parse_args(row_argv("full", args)))
-    want = dataclasses.asdict(cifar_inception.Config(
-        **{**cifar_inception.PRESETS[values.pop("preset")], **values}))
+    want = dataclasses.asdict(cifar_inception.Config(**_row_values(row_argv("full", args))))
     differ = sorted(k for k, v in _trained(want).items() if saved.get(k) != v)
     if differ:
         raise ConfigError(f"--full-run {run} trained another config than --preset "
@@ -234,17 +251,12 @@ class Config(Checked):
         for name in names:  # every row's flags, as cifar_inception checks them
             row = ROWS[self.preset][name]
             argv = ["--preset", self.preset, "--seeds", str(self.seeds), *row.flags, *extra]
-            parser = build_parser(cifar_inception.Config, "", cifar_inception.PRESETS)
-            said = io.StringIO()
             try:
-                with contextlib.redirect_stderr(said):
-                    values = vars(parser.parse_args(argv))
-            except SystemExit:
-                why = said.getvalue().strip().split("error: ", 1)[-1].removesuffix(" (see --help)")
-                raise ConfigError(f"--extra {self.extra!r}: {why}") from None
-            preset = values.pop("preset")
+                values = _row_values(argv)
+            except ConfigError as e:
+                raise ConfigError(f"--extra {self.extra!r}: {e}") from None
             try:
-                cifar_inception.Config(**{**cifar_inception.PRESETS[preset], **values})
+                cifar_inception.Config(**values)
             except ConfigError as e:
                 raise ConfigError(f"row {name} with --extra {self.extra!r}: {e}") from None
 

@@ -3,6 +3,7 @@ CPU (AVX-512 machines train about twice as fast as AVX2 ones here)."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def cpu_name(cpuinfo: str | None = None) -> str:
     return f"{cpu_model(text)} ({avx}" + (f", {cores} cores)" if cores else ")")
 
 
+@functools.cache  # one file per process: read it once
 def _cpuinfo() -> str:
     try:
         return Path("/proc/cpuinfo").read_text()
