@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+# Several test processes (pytest-xdist) share one GPU: each must not take 75 % of its memory
+# on start, as JAX does by default. Set before any test module imports jax.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 
 
 def write_image_split(root: Path, name: str, split: str, n: int, shape: tuple, seed: int = 0,
