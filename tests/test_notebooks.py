@@ -39,23 +39,32 @@ def _has_git_history() -> bool:
     return (ROOT / ".git").exists()
 
 
-@pytest.mark.notebook
-@pytest.mark.skipif(_has_git_history(), reason="the Colab-style test below runs this "
-                                               "notebook whole, from a clone")
-def test_cifar_notebook(tiny_data, tmp_path):
-    params = f"""
-REPO_URL = None
+def _cifar_params(repo_url: str | None, tiny_data: Path, tmp_path: Path) -> str:
+    """The cifar notebook's parameters cell at tiny sizes (both of its trainings, 1 epoch)."""
+    return f"""
+REPO_URL = {repo_url!r}
 DRIVE = False
 DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
 BETTERNET_ARGS = ["--epochs", "1", "--batch-size", "16", "--stem", "8", "--widths", "16,16,16"]
 """
-    nb = run_notebook("cifar_cnn.ipynb", params, tmp_path)
-    text = outputs(nb)
+
+
+def _check_cifar_outputs(text: str, tmp_path: Path) -> None:
+    """What a whole run of the cifar notebook prints and writes (SimpleCNN, then BetterNet)."""
     assert "Accuracy of the network on the 40 test images" in text
     assert (tmp_path / "ckpt" / "cifar_inception" / "confusion_matrix.png").is_file()
     assert "test accuracy" in text
+
+
+@pytest.mark.notebook
+@pytest.mark.skipif(_has_git_history(), reason="the Colab-style test below runs this "
+                                               "notebook whole, from a clone")
+def test_cifar_notebook(tiny_data, tmp_path):
+    text = outputs(run_notebook("cifar_cnn.ipynb", _cifar_params(None, tiny_data, tmp_path),
+                                tmp_path))
+    _check_cifar_outputs(text, tmp_path)
 
 
 @pytest.mark.notebook
@@ -128,21 +137,12 @@ def test_colab_style_setup_clones_imports_runs_and_survives_a_restart(tiny_data,
     a fresh kernel (a restart) finds the clone again instead of cloning twice."""
     colab = tmp_path / "content"
     colab.mkdir()
-    params = f"""
-REPO_URL = {str(ROOT)!r}
-DRIVE = False
-DATA_DIR = {str(tiny_data)!r}
-CHECKPOINTS = {str(tmp_path / "ckpt")!r}
-SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4"]
-BETTERNET_ARGS = ["--epochs", "1", "--batch-size", "16", "--stem", "8", "--widths", "16,16,16"]
-"""
+    params = _cifar_params(str(ROOT), tiny_data, tmp_path)
     text = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, cwd=colab))
     clone = colab / "jaxhw"
     assert (clone / "jaxhw" / "__init__.py").is_file()
     assert f"jaxhw from {clone / 'jaxhw'}" in text
-    assert "Accuracy of the network on the 40 test images" in text
-    assert (tmp_path / "ckpt" / "cifar_inception" / "confusion_matrix.png").is_file()
-    assert "test accuracy" in text
+    _check_cifar_outputs(text, tmp_path)
     assert "installing:" not in text  # this environment already has every dependency
     again = outputs(run_notebook("cifar_cnn.ipynb", params, tmp_path, cwd=colab, upto="setup"))
     assert f"jaxhw from {clone / 'jaxhw'}" in again
