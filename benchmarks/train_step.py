@@ -3,7 +3,7 @@
     pip install -r benchmarks/requirements.txt
     python -m benchmarks.train_step --out benchmarks/results/train_step.json
 
-For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu preset) both frameworks
+For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu-v1 net) both frameworks
 run an SGD-momentum cross-entropy step on the same random batch: a warm-up step (JAX's
 compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
 the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
@@ -108,7 +108,7 @@ def torch_nets():
         def forward(self, x):
             return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
 
-    class TBetterNet(tnn.Module):  # the cpu preset: stem 32, widths 64/128/256, blocks 0/1/1
+    class TBetterNet(tnn.Module):  # the cpu-v1 net: stem 32, widths 64/128/256, blocks 0/1/1
         def __init__(self):
             super().__init__()
             self.f = tnn.Sequential(conv_bn(3, 32, 3), tnn.MaxPool2d(2),
@@ -122,7 +122,7 @@ def torch_nets():
     return {"SimpleCNN": TSimple, "ResidualStack": TStack, "BetterNet": TBetterNet}
 
 
-# (constructor taking jaxhw.ops.Layers, batch size); BetterNet as in the cpu preset.
+# (constructor taking jaxhw.ops.Layers, batch size); BetterNet as in the cpu-v1 preset.
 NETS = {"SimpleCNN": (lambda o: SimpleCNN(conv=o.conv, max_pool=o.max_pool), 128),
         "ResidualStack": (lambda o: ResidualStack(conv=o.conv), 256),
         "BetterNet": (lambda o: BetterNet(blocks=(0, 1, 1), conv=o.conv, max_pool=o.max_pool),

@@ -40,19 +40,20 @@ def test_cpu_ablation_reuses_a_run_and_evaluates_without_training(tmp_path, data
     cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--checkpoint-dir", str(run)])
     out, work = tmp_path / "cpu.json", tmp_path / "work"
     argv = ["--preset", "cpu", "--data-dir", str(data), "--seeds", "1", "--rows",
-            "full,tta_translate,no_tta", "--extra", TINY, "--out", str(out),
+            "full,tta_mirror_only,no_tta", "--extra", TINY, "--out", str(out),
             "--work", str(work), "--full-run", str(run)]
     rows = cifar_ablation.main(argv)
-    full, translate, none = rows
+    full, mirror, none = rows
     assert all("error" not in r for r in rows), rows
     saved = json.loads((run / "results.json").read_text())
     assert full["mean_accuracy"] == saved["test_accuracy"]
     assert full["mean_train_s"] == saved["train_s"]
     # evaluation-only rows: the full row's training time, their own (cheaper) evaluation
-    assert translate["eval_only"] and translate["mean_train_s"] == full["mean_train_s"]
+    assert mirror["eval_only"] and mirror["mean_train_s"] == full["mean_train_s"]
     evaluated = {name: json.loads((work / name / "results.json").read_text())["config"]
-                 for name in ("tta_translate", "no_tta")}
-    assert evaluated["tta_translate"]["tta_translate"] and evaluated["tta_translate"]["tta"]
+                 for name in ("tta_mirror_only", "no_tta")}
+    assert evaluated["tta_mirror_only"]["tta"]
+    assert not evaluated["tta_mirror_only"]["tta_translate"]
     assert not evaluated["no_tta"]["tta"]
     assert all(r["final_eval_s"] > 0 for r in rows)
     assert json.loads(out.read_text())["host_cpu_flags"] is not None
@@ -73,6 +74,17 @@ def test_full_run_must_match_the_row(tmp_path, data):
         cifar_ablation.main(["--preset", "cpu", "--data-dir", str(data), "--seeds", "1",
                              "--rows", "full", "--extra", TINY, "--work", str(tmp_path / "w"),
                              "--full-run", str(run), "--out", str(tmp_path / "o.json")])
+
+
+def test_cpu_v1_rows_add_the_speed_run_ingredients_to_the_old_preset():
+    """--preset cpu-v1 ablates the cpu preset as it was: each row adds one ingredient."""
+    args = cifar_ablation.Config(data_dir="x", preset="cpu-v1", seeds=1, compile_cache="off")
+    assert args.names()[0] == "full" and "whiten" in args.names()
+    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
+    assert (full["whiten"], full["alternate_flip"], full["epochs"]) == (False, False, 10)
+    whiten = cifar_ablation._row_values(cifar_ablation.row_argv("whiten", args))
+    assert whiten["whiten"] and whiten["epochs"] == 10
+    assert cifar_ablation.OUT["cpu-v1"] != cifar_ablation.OUT["cpu"]
 
 
 def test_rows_must_belong_to_the_preset():

@@ -1,6 +1,7 @@
 """The CIFAR experiment's gpu (speed-run) preset on CPU: its optimizer groups, an end-to-end
 run, and --seeds."""
 
+import dataclasses
 import json
 
 import jax
@@ -129,3 +130,32 @@ def test_whitening_stem_of_the_stride_net_pools_to_15x15():
     assert shapes["Inception_0"] == (2, 15, 15, 16)
     assert [s[1] for k, s in sorted(shapes.items()) if k.startswith("ResidualBlock")] == [8, 4]
     assert "ConvBN_0" not in variables["params"]  # no trained stem at 32x32
+
+
+def test_cpu_v1_is_the_cpu_preset_before_the_speed_run_ingredients():
+    """--preset cpu-v1 trains what the cpu preset trained before (3x3 stem, random flips,
+    10 epochs, two test-time views throughout); the new cpu preset is the flags' defaults."""
+    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
+                                       cifar_inception.PRESETS)
+    new, old = parse(), parse("--preset", "cpu-v1")
+    assert new == parse("--preset", "cpu")
+    assert (new.whiten, new.alternate_flip, new.tta_translate) == (True, True, True)
+    assert (old.whiten, old.alternate_flip, old.tta_translate) == (False, False, False)
+    assert old.epochs == 10 and new.epochs > old.epochs
+    assert (cifar_inception.tta_level(new), cifar_inception.epoch_tta_level(new)) == (2, 1)
+    assert (cifar_inception.tta_level(old), cifar_inception.epoch_tta_level(old)) == (1, None)
+    differ = {k for k, v in dataclasses.asdict(new).items() if getattr(old, k) != v}
+    assert differ == set(cifar_inception.PRESETS["cpu-v1"])
+    # the gpu preset keeps its six views after every epoch
+    assert cifar_inception.epoch_tta_level(parse("--preset", "gpu")) is None
+
+
+def test_no_tta_and_other_models_need_no_other_flag():
+    """The defaults' six views and whitening stem give way: --no-tta evaluates plain images
+    throughout, and --model inception_cnn has no whitening stem."""
+    cfg = config.parse(cifar_inception.Config, "", ["--no-tta"], cifar_inception.PRESETS)
+    assert cifar_inception.tta_level(cfg) == 0 and cifar_inception.epoch_tta_level(cfg) is None
+    cfg = config.parse(cifar_inception.Config, "", ["--model", "inception_cnn"],
+                       cifar_inception.PRESETS)
+    params = cifar_inception.build_model(cfg).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert "whiten" not in params["params"]

@@ -28,7 +28,7 @@ def _check_against_evaluation(predictor, inputs, labels, results):
 
 @pytest.mark.parametrize("name, settings", [
     ("cifar_simple_cnn", dict(batch_size=8)),
-    ("cifar_inception", dict(batch_size=16, widths="16,16,16", stem=8)),  # 2 test views
+    ("cifar_inception", dict(batch_size=16, widths="16,16,16", stem=8)),  # 6 test views
     ("vit_fashion_mnist", dict(batch_size=16, embed_dim=16, depth=1, num_heads=2)),
 ])
 def test_an_image_run_predicts_what_it_evaluated(name, settings, tiny_data, tmp_path):
