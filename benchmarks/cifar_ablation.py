@@ -51,6 +51,11 @@ class Row:
     eval_only: bool = False   # only the evaluation changes: evaluate the full row's weights
 
 
+# Rows that both cpu presets' ablations have.
+NO_TTA = Row("no test-time augmentation", ("--no-tta",), eval_only=True)
+LOOKAHEAD = Row("lookahead weight averaging", ("--lookahead",))
+SMOOTHING_02 = Row("label smoothing 0.2 instead of 0.1", ("--label-smoothing", "0.2"))
+
 # preset -> row name -> Row
 ROWS: dict[str, dict[str, Row]] = {
     "gpu": {
@@ -84,14 +89,13 @@ ROWS: dict[str, dict[str, Row]] = {
         "full": Row("the cpu preset as it is", ()),
         "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 6",
                                ("--no-tta-translate",), eval_only=True),
-        "no_tta": Row("no test-time augmentation", ("--no-tta",), eval_only=True),
+        "no_tta": NO_TTA,
         "no_whiten": Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of "
                          "the frozen whitening stem", ("--no-whiten",)),
         "random_flip": Row("random flips instead of alternating ones", ("--no-alternate-flip",)),
         "epochs_10": Row("10 epochs instead of 12", ("--epochs", "10")),
-        "lookahead": Row("lookahead weight averaging", ("--lookahead",)),
-        "label_smoothing_0.2": Row("label smoothing 0.2 instead of 0.1",
-                                   ("--label-smoothing", "0.2")),
+        "lookahead": LOOKAHEAD,
+        "label_smoothing_0.2": SMOOTHING_02,
     },
     # The cpu preset before the speed-run ingredients: each row adds one (cost and gain on
     # a CPU), the last adds them all.
@@ -99,12 +103,11 @@ ROWS: dict[str, dict[str, Row]] = {
         "full": Row("the cpu-v1 preset as it is", ()),
         "tta_translate": Row("6 test-time views (image, mirror, 2-pixel shifts) instead of 2",
                              ("--tta-translate",), eval_only=True),
-        "no_tta": Row("no test-time augmentation", ("--no-tta",), eval_only=True),
+        "no_tta": NO_TTA,
         "whiten": Row("frozen 2x2 patch-whitening stem and a 2x2 pool instead of the trained "
                       "3x3 conv + BN stem at 32x32", ("--whiten",)),
-        "lookahead": Row("lookahead weight averaging", ("--lookahead",)),
-        "label_smoothing_0.2": Row("label smoothing 0.2 instead of 0.1",
-                                   ("--label-smoothing", "0.2")),
+        "lookahead": LOOKAHEAD,
+        "label_smoothing_0.2": SMOOTHING_02,
         "alternate_flip": Row("alternating flips instead of random ones", ("--alternate-flip",)),
         "all": Row("all of the above; 6 test-time views at the end only (plain images after "
                    "each epoch)", ("--whiten", "--lookahead", "--label-smoothing", "0.2",
