@@ -93,6 +93,8 @@ ROWS: dict[str, dict[str, Row]] = {
         "no_whiten": Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of "
                          "the frozen whitening stem", ("--no-whiten",)),
         "random_flip": Row("random flips instead of alternating ones", ("--no-alternate-flip",)),
+        "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones (cpu-v2)",
+                     ("--crop-pad", "4", "--crop-mode", "constant")),
         "epochs_10": Row("10 epochs instead of 12", ("--epochs", "10")),
         "lookahead": LOOKAHEAD,
         "label_smoothing_0.2": SMOOTHING_02,

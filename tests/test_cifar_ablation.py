@@ -87,6 +87,16 @@ def test_cpu_v1_rows_add_the_speed_run_ingredients_to_the_old_preset():
     assert cifar_ablation.OUT["cpu-v1"] != cifar_ablation.OUT["cpu"]
 
 
+def test_cpu_pad_4_row_is_the_cpu_v2_preset():
+    """The cpu preset's pad_4 row trains what --preset cpu-v2 trains: its crops only."""
+    args = cifar_ablation.Config(data_dir="x", preset="cpu", seeds=1, compile_cache="off")
+    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
+    pad_4 = cifar_ablation._row_values(cifar_ablation.row_argv("pad_4", args))
+    # (flags a row does not set are absent: the preset's defaults, 2 pixels reflected)
+    changed = {k: v for k, v in pad_4.items() if full.get(k) != v}
+    assert changed == {"crop_pad": 4, "crop_mode": "constant"} == cifar_inception.PRESETS["cpu-v2"]
+
+
 def test_rows_must_belong_to_the_preset():
     with pytest.raises(ConfigError, match="not rows of --preset cpu"):
         cifar_ablation.Config(data_dir="x", preset="cpu", rows="full,relu")
