@@ -1,6 +1,6 @@
-"""Ablation of a CIFAR-10 recipe: the gpu or the cpu preset with each ingredient switched
-off (and for the cpu preset, two of the gpu preset's others switched on), or the cpu-v1
-preset with each of the gpu preset's ingredients switched on.
+"""Ablation of a CIFAR-10 recipe: the gpu or a cpu preset (cpu, cpu-v3) with each ingredient
+switched off (and for the cpu presets, two of the gpu preset's others switched on), or the
+cpu-v1 preset with each of the gpu preset's ingredients switched on.
 
     python -m benchmarks.cifar_ablation --data-dir ~/.cache/jaxhw-data --seeds 3   # a GPU
     python -m benchmarks.cifar_ablation --preset cpu --data-dir DIR --seeds 1 \\
@@ -18,8 +18,9 @@ time is the full row's. Rows are kept in ``--work``: a row whose folder holds th
 of the same command is not run again, so an interrupted ablation continues where it
 stopped. ``--full-run`` takes the full row from a run made with ``python -m
 experiments.cifar_inception`` itself (its config must be the row's). Writes
-``benchmarks/results/cifar_ablation.json`` (gpu) or ``cifar_cpu_ablation.json`` (cpu) and a
-Markdown table next to it, with the host CPU.
+``benchmarks/results/cifar_ablation.json`` (gpu) or ``cifar_cpu_ablation.json`` (cpu; the
+older cpu presets' go to ``cifar_cpu_v3_ablation.json`` and ``cifar_cpu_v1_ablation.json``)
+and a Markdown table next to it, with the host CPU.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from jaxhw.config import Checked, ConfigError, Items, build_parser, flag
 
 RESULTS = Path("benchmarks/results")
 OUT = {"gpu": RESULTS / "cifar_ablation.json", "cpu": RESULTS / "cifar_cpu_ablation.json",
+       "cpu-v3": RESULTS / "cifar_cpu_v3_ablation.json",
        "cpu-v1": RESULTS / "cifar_cpu_v1_ablation.json"}
 
 
@@ -51,10 +53,16 @@ class Row:
     eval_only: bool = False   # only the evaluation changes: evaluate the full row's weights
 
 
-# Rows that both cpu presets' ablations have.
+# Rows that several cpu presets' ablations have.
 NO_TTA = Row("no test-time augmentation", ("--no-tta",), eval_only=True)
 LOOKAHEAD = Row("lookahead weight averaging", ("--lookahead",))
 SMOOTHING_02 = Row("label smoothing 0.2 instead of 0.1", ("--label-smoothing", "0.2"))
+TTA_MIRROR_ONLY = Row("2 test-time views (image, mirror) instead of 6", ("--no-tta-translate",),
+                      eval_only=True)
+NO_WHITEN = Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of the frozen "
+                "whitening stem", ("--no-whiten",))
+RANDOM_FLIP = Row("random flips instead of alternating ones", ("--no-alternate-flip",))
+PAD_4 = ("--crop-pad", "4", "--crop-mode", "constant")
 
 # preset -> row name -> Row
 ROWS: dict[str, dict[str, Row]] = {
@@ -83,18 +91,36 @@ ROWS: dict[str, dict[str, Row]] = {
                       ("--widths", "64,192,192")),
         "float32": Row("float32 instead of bfloat16 (on a GPU)", ("--dtype", "float32")),
     },
-    # The cpu preset: each of the speed-run ingredients it took switched off (and the two
-    # epochs the whitening stem's speed paid for), then two it did not take switched on.
+    # The cpu preset: each of its changes to cpu-v3 undone (narrower stages, two more
+    # epochs, no label smoothing), each speed-run ingredient it took switched off, then two
+    # it did not take switched on.
     "cpu": {
         "full": Row("the cpu preset as it is", ()),
-        "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 6",
-                               ("--no-tta-translate",), eval_only=True),
+        "tta_mirror_only": TTA_MIRROR_ONLY,
         "no_tta": NO_TTA,
-        "no_whiten": Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of "
-                         "the frozen whitening stem", ("--no-whiten",)),
-        "random_flip": Row("random flips instead of alternating ones", ("--no-alternate-flip",)),
+        "epochs_12": Row("12 epochs instead of 14", ("--epochs", "12")),
+        "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",
+                                   ("--label-smoothing", "0.1")),
+        "cpu_v3": Row("cpu-v3: stages of 64,128,256 channels instead of 64,96,192, 12 epochs "
+                      "and label smoothing 0.1", ("--widths", "64,128,256", "--epochs", "12",
+                                                  "--label-smoothing", "0.1")),
+        "no_whiten": NO_WHITEN,
+        "random_flip": RANDOM_FLIP,
+        "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones",
+                     PAD_4),
+        "lookahead": LOOKAHEAD,
+        "label_smoothing_0.2": Row("label smoothing 0.2 instead of 0",
+                                   ("--label-smoothing", "0.2")),
+    },
+    # cpu-v3 (the cpu preset before its narrower stages): the same, on its net.
+    "cpu-v3": {
+        "full": Row("the cpu-v3 preset as it is", ()),
+        "tta_mirror_only": TTA_MIRROR_ONLY,
+        "no_tta": NO_TTA,
+        "no_whiten": NO_WHITEN,
+        "random_flip": RANDOM_FLIP,
         "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones (cpu-v2)",
-                     ("--crop-pad", "4", "--crop-mode", "constant")),
+                     PAD_4),
         "epochs_10": Row("10 epochs instead of 12", ("--epochs", "10")),
         "lookahead": LOOKAHEAD,
         "label_smoothing_0.2": SMOOTHING_02,
@@ -249,7 +275,8 @@ class Config(Checked):
                                            "work folder)")
     out: str | None = flag(None, "JSON output (default: benchmarks/results/"
                                  "cifar_ablation.json for gpu, cifar_cpu_ablation.json for "
-                                 "cpu, cifar_cpu_v1_ablation.json for cpu-v1)")
+                                 "cpu, cifar_cpu_v3_ablation.json for cpu-v3, "
+                                 "cifar_cpu_v1_ablation.json for cpu-v1)")
 
     def names(self) -> list[str]:
         return self.rows.split(",") if self.rows else list(ROWS[self.preset])

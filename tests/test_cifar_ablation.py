@@ -87,14 +87,27 @@ def test_cpu_v1_rows_add_the_speed_run_ingredients_to_the_old_preset():
     assert cifar_ablation.OUT["cpu-v1"] != cifar_ablation.OUT["cpu"]
 
 
-def test_cpu_pad_4_row_is_the_cpu_v2_preset():
-    """The cpu preset's pad_4 row trains what --preset cpu-v2 trains: its crops only."""
+def test_cpu_v3_pad_4_row_is_the_cpu_v2_preset():
+    """cpu-v3's pad_4 row trains what --preset cpu-v2 trains: cpu-v3 with other crops."""
+    args = cifar_ablation.Config(data_dir="x", preset="cpu-v3", seeds=1, compile_cache="off")
+    pad_4 = cifar_ablation._row_values(cifar_ablation.row_argv("pad_4", args))
+    v2 = cifar_ablation._row_values(["--preset", "cpu-v2"])
+    trained = {k: v for k, v in pad_4.items() if k not in (*cifar_ablation.RUN_PLACES, "seeds")}
+    assert trained == v2
+    assert (pad_4["crop_pad"], pad_4["crop_mode"], pad_4["widths"]) == (4, "constant",
+                                                                        "64,128,256")
+
+
+def test_cpu_v3_row_undoes_the_cpu_presets_changes():
+    """The cpu preset's cpu_v3 row undoes all three of its changes: it trains cpu-v3."""
     args = cifar_ablation.Config(data_dir="x", preset="cpu", seeds=1, compile_cache="off")
     full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
-    pad_4 = cifar_ablation._row_values(cifar_ablation.row_argv("pad_4", args))
-    # (flags a row does not set are absent: the preset's defaults, 2 pixels reflected)
-    changed = {k: v for k, v in pad_4.items() if full.get(k) != v}
-    assert changed == {"crop_pad": 4, "crop_mode": "constant"} == cifar_inception.PRESETS["cpu-v2"]
+    v3 = cifar_ablation._row_values(cifar_ablation.row_argv("cpu_v3", args))
+    changed = {k: v for k, v in v3.items() if full.get(k) != v}
+    assert changed == cifar_inception.PRESETS["cpu-v3"] == {
+        "widths": "64,128,256", "epochs": 12, "label_smoothing": 0.1}
+    assert cifar_ablation.OUT["cpu-v3"] not in (cifar_ablation.OUT["cpu"],
+                                                cifar_ablation.OUT["cpu-v1"])
 
 
 def test_rows_must_belong_to_the_preset():

@@ -150,17 +150,58 @@ def test_cpu_v1_is_the_cpu_preset_before_the_speed_run_ingredients():
     assert (old.crop_pad, old.crop_mode) == (4, "constant")
 
 
-def test_cpu_v2_is_the_cpu_preset_with_zero_padded_4_pixel_crops():
-    """--preset cpu-v2 (89.03 % in docs/results.md) differs from the cpu preset in its
-    crops only: 4-pixel zero-padded ones instead of 2-pixel reflected ones."""
+def test_cpu_v2_is_cpu_v3_with_zero_padded_4_pixel_crops():
+    """--preset cpu-v2 (89.03 % in docs/results.md) differs from cpu-v3 in its crops only:
+    4-pixel zero-padded ones instead of 2-pixel reflected ones."""
     parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
                                        cifar_inception.PRESETS)
-    new, v2 = parse(), parse("--preset", "cpu-v2")
-    differ = {k: (getattr(v2, k), v) for k, v in dataclasses.asdict(new).items()
+    v3, v2 = parse("--preset", "cpu-v3"), parse("--preset", "cpu-v2")
+    differ = {k: (getattr(v2, k), v) for k, v in dataclasses.asdict(v3).items()
               if getattr(v2, k) != v}
     assert differ == {"crop_pad": (4, 2), "crop_mode": ("constant", "reflect")}
     # the gpu preset keeps its six views after every epoch
     assert cifar_inception.epoch_tta_level(parse("--preset", "gpu")) is None
+
+
+def test_cpu_v3_is_the_cpu_preset_with_wider_stages_fewer_epochs_and_label_smoothing():
+    """--preset cpu-v3 (89.80 %) differs from the cpu preset in its stages' widths, its
+    epochs and its label smoothing only."""
+    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
+                                       cifar_inception.PRESETS)
+    new, v3 = parse(), parse("--preset", "cpu-v3")
+    differ = {k: (getattr(v3, k), v) for k, v in dataclasses.asdict(new).items()
+              if getattr(v3, k) != v}
+    assert differ == {"widths": ("64,128,256", "64,96,192"), "epochs": (12, 14),
+                      "label_smoothing": (0.1, 0.0)}
+
+
+def _train_flops_per_image(cfg) -> float:
+    """XLA's count of the floating-point operations of one training step's forward and
+    backward pass, per image (batch 8)."""
+    model = cifar_inception.build_model(cfg)
+    x, y = jnp.zeros((8, 32, 32, 3)), jnp.zeros(8, jnp.int32)
+    variables = model.init(jax.random.key(0), x)
+
+    def loss(params):
+        logits, _ = model.apply({**variables, "params": params}, x, train=True,
+                                mutable=["batch_stats"])
+        return cifar_inception.classification_loss()(logits, y, jnp.ones(8))[0]
+
+    cost = jax.jit(jax.grad(loss)).lower(variables["params"]).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, list) else cost)["flops"] / 8
+
+
+def test_cpu_preset_trains_with_less_compute_than_the_presets_before_it():
+    """The cpu preset buys its two extra epochs with narrower stages: its whole training
+    (epochs x FLOPs per image) is cheaper than cpu-v3's (1.33 against 1.82 GFLOP per image
+    of the training set) and cpu-v1's (1.59), the baseline of its time budget."""
+    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
+                                       cifar_inception.PRESETS)
+    work = {name: cfg.epochs * _train_flops_per_image(cfg) for name, cfg in
+            [("cpu", parse()), ("cpu-v3", parse("--preset", "cpu-v3")),
+             ("cpu-v1", parse("--preset", "cpu-v1"))]}
+    assert work["cpu"] < 0.9 * work["cpu-v1"] < work["cpu-v3"]
+    assert 1.2e9 < work["cpu"] < 1.5e9
 
 
 def test_no_tta_and_other_models_need_no_other_flag():
