@@ -16,6 +16,11 @@ from jaxhw.data import normalize
 from tests.conftest import write_image_split
 
 
+def _parse(*argv):
+    """cifar_inception's config for a command line, presets applied."""
+    return config.parse(cifar_inception.Config, "", list(argv), cifar_inception.PRESETS)
+
+
 def _gpu_cfg(**overrides):
     argv = ["--preset", "gpu"] + [a for k, v in overrides.items()
                                   for a in (f"--{k.replace('_', '-')}", str(v))]
@@ -135,10 +140,8 @@ def test_whitening_stem_of_the_stride_net_pools_to_15x15():
 def test_cpu_v1_is_the_cpu_preset_before_the_speed_run_ingredients():
     """--preset cpu-v1 trains what the cpu preset trained before (3x3 stem, random flips,
     10 epochs, two test-time views throughout); the new cpu preset is the flags' defaults."""
-    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
-                                       cifar_inception.PRESETS)
-    new, old = parse(), parse("--preset", "cpu-v1")
-    assert new == parse("--preset", "cpu")
+    new, old = _parse(), _parse("--preset", "cpu-v1")
+    assert new == _parse("--preset", "cpu")
     assert (new.whiten, new.alternate_flip, new.tta_translate) == (True, True, True)
     assert (old.whiten, old.alternate_flip, old.tta_translate) == (False, False, False)
     assert old.epochs == 10 and new.epochs > old.epochs
@@ -153,22 +156,18 @@ def test_cpu_v1_is_the_cpu_preset_before_the_speed_run_ingredients():
 def test_cpu_v2_is_cpu_v3_with_zero_padded_4_pixel_crops():
     """--preset cpu-v2 (89.03 % in docs/results.md) differs from cpu-v3 in its crops only:
     4-pixel zero-padded ones instead of 2-pixel reflected ones."""
-    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
-                                       cifar_inception.PRESETS)
-    v3, v2 = parse("--preset", "cpu-v3"), parse("--preset", "cpu-v2")
+    v3, v2 = _parse("--preset", "cpu-v3"), _parse("--preset", "cpu-v2")
     differ = {k: (getattr(v2, k), v) for k, v in dataclasses.asdict(v3).items()
               if getattr(v2, k) != v}
     assert differ == {"crop_pad": (4, 2), "crop_mode": ("constant", "reflect")}
     # the gpu preset keeps its six views after every epoch
-    assert cifar_inception.epoch_tta_level(parse("--preset", "gpu")) is None
+    assert cifar_inception.epoch_tta_level(_parse("--preset", "gpu")) is None
 
 
 def test_cpu_v3_is_the_cpu_preset_with_wider_stages_fewer_epochs_and_label_smoothing():
     """--preset cpu-v3 (89.80 %) differs from the cpu preset in its stages' widths, its
     epochs and its label smoothing only."""
-    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
-                                       cifar_inception.PRESETS)
-    new, v3 = parse(), parse("--preset", "cpu-v3")
+    new, v3 = _parse(), _parse("--preset", "cpu-v3")
     differ = {k: (getattr(v3, k), v) for k, v in dataclasses.asdict(new).items()
               if getattr(v3, k) != v}
     assert differ == {"widths": ("64,128,256", "64,96,192"), "epochs": (12, 14),
@@ -195,11 +194,9 @@ def test_cpu_preset_trains_with_less_compute_than_the_presets_before_it():
     """The cpu preset buys its two extra epochs with narrower stages: its whole training
     (epochs x FLOPs per image) is cheaper than cpu-v3's (1.33 against 1.82 GFLOP per image
     of the training set) and cpu-v1's (1.59), the baseline of its time budget."""
-    parse = lambda *argv: config.parse(cifar_inception.Config, "", list(argv),  # noqa: E731
-                                       cifar_inception.PRESETS)
     work = {name: cfg.epochs * _train_flops_per_image(cfg) for name, cfg in
-            [("cpu", parse()), ("cpu-v3", parse("--preset", "cpu-v3")),
-             ("cpu-v1", parse("--preset", "cpu-v1"))]}
+            [("cpu", _parse()), ("cpu-v3", _parse("--preset", "cpu-v3")),
+             ("cpu-v1", _parse("--preset", "cpu-v1"))]}
     assert work["cpu"] < 0.9 * work["cpu-v1"] < work["cpu-v3"]
     assert 1.2e9 < work["cpu"] < 1.5e9
 
