@@ -13,14 +13,15 @@ row's flags (and ``--extra``) in this process, and records the mean and standard
 of the test accuracy over the seeds, the mean training time per seed (compilation
 excluded), the final evaluation's time and the compile time. Rows that change only the
 evaluation (test-time views) train nothing: they evaluate a copy of the full row's
-checkpoints with their flags (``--evaluate``: the best epoch's weights), so their training
-time is the full row's. Rows are kept in ``--work``: a row whose folder holds the results
-of the same command is not run again, so an interrupted ablation continues where it
-stopped. ``--full-run`` takes the full row from a run made with ``python -m
-experiments.cifar_inception`` itself (its config must be the row's). Writes
-``benchmarks/results/cifar_ablation.json`` (gpu) or ``cifar_cpu_ablation.json`` (cpu; the
-older cpu presets' go to ``cifar_cpu_v3_ablation.json`` and ``cifar_cpu_v1_ablation.json``)
-and a Markdown table next to it, with the host CPU.
+checkpoints with their flags (``--evaluate`` on a copy that keeps the last epoch only: the
+weights of the full row's final evaluation), so their training time is the full row's.
+Rows are kept in ``--work``: a row whose folder holds the results of the same command is
+not run again, so an interrupted ablation continues where it stopped. ``--full-run`` takes
+the full row from a run made with ``python -m experiments.cifar_inception`` itself (its
+config must be the row's; with ``--seeds 1``, one ``seed_<s>`` folder of a several-seed
+run will do). Writes ``benchmarks/results/cifar_ablation.json`` (gpu) or
+``cifar_cpu_ablation.json`` (cpu; the older cpu presets' go to ``cifar_cpu_v3_ablation.json``
+and ``cifar_cpu_v1_ablation.json``) and a Markdown table next to it, with the host CPU.
 """
 
 from __future__ import annotations
@@ -99,6 +100,7 @@ ROWS: dict[str, dict[str, Row]] = {
         "tta_mirror_only": TTA_MIRROR_ONLY,
         "no_tta": NO_TTA,
         "epochs_12": Row("12 epochs instead of 14", ("--epochs", "12")),
+        "epochs_16": Row("16 epochs instead of 14", ("--epochs", "16")),
         "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",
                                    ("--label-smoothing", "0.1")),
         "cpu_v3": Row("cpu-v3: stages of 64,128,256 channels instead of 64,96,192, 12 epochs "
@@ -200,6 +202,7 @@ def run_row(name: str, args: "Config", work: Path) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(work / "full", folder)
             (folder / "row.json").unlink(missing_ok=True)
+            keep_last_epoch(folder)
         results = run_experiment("cifar_inception", argv, folder)
         stamp.write_text(json.dumps({"argv": argv}))
     several = "seeds" in results  # several seeds: train_and_evaluate's summary
@@ -219,14 +222,29 @@ def run_row(name: str, args: "Config", work: Path) -> dict:
             "dtype": results["dtype"]}
 
 
+def keep_last_epoch(folder: Path) -> None:
+    """Delete every checkpoint of the run in ``folder`` (and of its ``seed_<s>`` folders)
+    but the last epoch's, so that ``--evaluate``, which restores the best kept epoch,
+    evaluates the weights the full row's final evaluation used (the best epoch by the
+    per-epoch evaluation can be an earlier one)."""
+    for run in [folder, *sorted(folder.glob("seed_*"))]:
+        epochs = sorted(int(d.name) for d in run.iterdir() if d.is_dir() and d.name.isdigit())
+        for epoch in epochs[:-1]:
+            shutil.rmtree(run / str(epoch))
+
+
 def adopt_full_run(run: Path, args: "Config", work: Path) -> None:
     """Make the finished run in ``run`` the full row: its config must be the one the full
-    row would train (where files are kept aside)."""
+    row would train (where files are kept aside). With ``--seeds 1``, ``run`` may be one
+    ``seed_<s>`` folder of a several-seed run of the row's seed."""
     if not (run / "results.json").exists():
         raise ConfigError(f"--full-run {run}: no results.json there; give the folder of a "
                           f"finished python -m experiments.cifar_inception run")
-    saved = _trained(_results(run)["config"])
+    results = _results(run)
+    saved = _trained(results["config"])
     want = dataclasses.asdict(cifar_inception.Config(**_row_values(row_argv("full", args))))
+    if "history" in results and args.seeds == 1:  # one seed's folder: the seed counts
+        saved = {**saved, "seed": results["seed"], "seeds": 1}
     differ = sorted(k for k, v in _trained(want).items() if saved.get(k) != v)
     if differ:
         raise ConfigError(f"--full-run {run} trained another config than --preset "
@@ -270,7 +288,9 @@ class Config(Checked):
     work: str | None = flag(None, "folder of the rows' runs, kept: finished rows are not run "
                                   "again (default: a new temporary folder)")
     full_run: str | None = flag(None, "folder of a finished cifar_inception run of the "
-                                      "preset (same seeds and --extra) to use as the full row")
+                                      "preset (same seeds and --extra) to use as the full "
+                                      "row; with --seeds 1 also one seed_<s> folder of a "
+                                      "--seeds N run (s: the row's --seed)")
     compile_cache: str | None = flag(None, "compilation cache folder (default: one in the "
                                            "work folder)")
     out: str | None = flag(None, "JSON output (default: benchmarks/results/"

@@ -107,7 +107,7 @@ class Config(RunConfig):
                               ge=0, lt=1)
     bn_eps: float = flag(1e-5, "batch-norm epsilon", gt=0)
     bn_scale: bool = flag(True, "learn a batch-norm scale (off: only the bias trains)")
-    epochs: int = flag(16, "passes over the training set", ge=1)
+    epochs: int = flag(14, "passes over the training set", ge=1)
     batch_size: int = flag(128, "images per SGD step", ge=1)
     lr: float = flag(0.2, "peak learning rate (of the mean loss over the batch)",
                      gt=0)
@@ -169,8 +169,6 @@ CPU_V3 = dict(widths="64,128,256", epochs=12, label_smoothing=0.1)
 PRESETS = {
     "cpu": {},  # the defaults above, sized for a 2-core CPU (measured: docs/results.md)
     # Earlier cpu presets, kept so that the comparisons in docs/results.md can be rerun.
-    # cpu-v4: the same net for 14 epochs (89.89 %, mean of 2 seeds):
-    "cpu-v4": dict(epochs=14),
     # cpu-v3: the wider stages (128, 256 channels) for 12 epochs (89.80 %, mean of 2 seeds):
     "cpu-v3": CPU_V3,
     # cpu-v2: cpu-v3 with 4-pixel zero-padded crops (89.03 %):

@@ -7,6 +7,7 @@ import pytest
 from benchmarks import cifar_ablation
 from experiments import cifar_inception
 from jaxhw.config import ConfigError
+from jaxhw.train.checkpoint import Checkpoints
 from tests.conftest import write_image_split
 
 TINY = "--widths 16,16,16 --batch-size 64 --epochs 1 --stem 8"
@@ -74,6 +75,38 @@ def test_full_run_must_match_the_row(tmp_path, data):
         cifar_ablation.main(["--preset", "cpu", "--data-dir", str(data), "--seeds", "1",
                              "--rows", "full", "--extra", TINY, "--work", str(tmp_path / "w"),
                              "--full-run", str(run), "--out", str(tmp_path / "o.json")])
+
+
+def test_full_run_may_be_one_seed_of_a_several_seed_run(tmp_path, data):
+    """With --seeds 1, seed_0 of a --seeds 2 run is the full row (not seed_1: another
+    seed), and the evaluation-only rows evaluate its last epoch, the weights its final
+    evaluation used, whichever epoch was best."""
+    run, work = tmp_path / "run", tmp_path / "work"
+    cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--epochs", "2",
+                          "--seeds", "2", "--checkpoint-dir", str(run)])
+    assert Checkpoints(run / "seed_0").epochs() == [1, 2]
+    argv = ["--preset", "cpu", "--data-dir", str(data), "--seeds", "1", "--rows",
+            "full,no_tta", "--extra", TINY + " --epochs 2", "--work", str(work),
+            "--out", str(tmp_path / "cpu.json"), "--full-run"]
+    with pytest.raises(ConfigError, match="seed differ"):
+        cifar_ablation.main([*argv, str(run / "seed_1")])
+    full, no_tta = cifar_ablation.main([*argv, str(run / "seed_0")])
+    saved = json.loads((run / "seed_0" / "results.json").read_text())
+    assert full["mean_accuracy"] == saved["test_accuracy"] and "error" not in no_tta
+    assert no_tta["mean_train_s"] == saved["train_s"]
+    assert Checkpoints(work / "no_tta").epochs() == [2]  # --evaluate had only epoch 2
+    assert Checkpoints(work / "full").epochs() == [1, 2]  # the adopted run is kept whole
+
+
+def test_keep_last_epoch_leaves_only_the_last_checkpoint_of_every_seed(tmp_path, data):
+    run = tmp_path / "run"
+    cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--epochs", "3",
+                          "--seeds", "2", "--checkpoint-dir", str(run)])
+    cifar_ablation.keep_last_epoch(run)
+    for seed in (0, 1):
+        ckpt = Checkpoints(run / f"seed_{seed}")
+        assert ckpt.epochs() == [3] and ckpt.best_epoch() == 3
+        ckpt.close()
 
 
 def test_cpu_v1_rows_add_the_speed_run_ingredients_to_the_old_preset():

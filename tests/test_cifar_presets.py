@@ -170,17 +170,8 @@ def test_cpu_v3_is_the_cpu_preset_with_wider_stages_fewer_epochs_and_label_smoot
     new, v3 = _parse(), _parse("--preset", "cpu-v3")
     differ = {k: (getattr(v3, k), v) for k, v in dataclasses.asdict(new).items()
               if getattr(v3, k) != v}
-    assert differ == {"widths": ("64,128,256", "64,96,192"), "epochs": (12, 16),
+    assert differ == {"widths": ("64,128,256", "64,96,192"), "epochs": (12, 14),
                       "label_smoothing": (0.1, 0.0)}
-
-
-def test_cpu_v4_is_the_cpu_preset_with_two_epochs_fewer():
-    """--preset cpu-v4 (89.89 %, the cpu preset of the first comparison in
-    docs/results.md) is today's net trained for 14 epochs instead of 16."""
-    new, v4 = _parse(), _parse("--preset", "cpu-v4")
-    differ = {k: (getattr(v4, k), v) for k, v in dataclasses.asdict(new).items()
-              if getattr(v4, k) != v}
-    assert differ == {"epochs": (14, 16)}
 
 
 def _train_flops_per_image(cfg) -> float:
@@ -200,14 +191,14 @@ def _train_flops_per_image(cfg) -> float:
 
 
 def test_cpu_preset_trains_with_less_compute_than_the_presets_before_it():
-    """The cpu preset buys its extra epochs with narrower stages: its whole training
-    (epochs x FLOPs per image) is cheaper than cpu-v3's (1.52 against 1.82 GFLOP per image
+    """The cpu preset buys its two extra epochs with narrower stages: its whole training
+    (epochs x FLOPs per image) is cheaper than cpu-v3's (1.33 against 1.82 GFLOP per image
     of the training set) and cpu-v1's (1.59), the baseline of its time budget."""
     work = {name: cfg.epochs * _train_flops_per_image(cfg) for name, cfg in
             [("cpu", _parse()), ("cpu-v3", _parse("--preset", "cpu-v3")),
              ("cpu-v1", _parse("--preset", "cpu-v1"))]}
-    assert work["cpu"] < 0.97 * work["cpu-v1"] < work["cpu-v3"]
-    assert 1.4e9 < work["cpu"] < 1.6e9
+    assert work["cpu"] < 0.9 * work["cpu-v1"] < work["cpu-v3"]
+    assert 1.2e9 < work["cpu"] < 1.5e9
 
 
 def test_no_tta_and_other_models_need_no_other_flag():
