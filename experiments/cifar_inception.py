@@ -24,7 +24,8 @@ other ingredients are flags (--lookahead, --label-smoothing, ...). Earlier cpu p
 reachable so the comparisons can be rerun: --preset cpu-v3 (128 and 256 channels, 12
 epochs, label smoothing 0.1), cpu-v2 (cpu-v3 with 4-pixel zero-padded crops) and cpu-v1
 (before the speed-run ingredients: 10 epochs). What each choice costs and gains on a CPU:
-benchmarks/results/cifar_cpu_probes.md (this preset's) and cifar_cpu_v3_ablation.md (the
+benchmarks/results/cifar_cpu_ablation.md (this preset's ingredients, seed 0),
+cifar_cpu_probes.md (the probes that chose it) and cifar_cpu_v3_ablation.md (the
 ingredients, on cpu-v3's net).
 
 The gpu preset is a speed run after KellerJordan/cifar10-airbench (airbench94), with the
