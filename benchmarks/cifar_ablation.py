@@ -228,6 +228,8 @@ def keep_last_epoch(folder: Path) -> None:
     evaluates the weights the full row's final evaluation used (the best epoch by the
     per-epoch evaluation can be an earlier one)."""
     for run in [folder, *sorted(folder.glob("seed_*"))]:
+        # Not jaxhw's saved_epochs: orbax reads a several-seed root's seed_<s> folders as
+        # steps, so only folders named by a bare epoch number count here.
         epochs = sorted(int(d.name) for d in run.iterdir() if d.is_dir() and d.name.isdigit())
         for epoch in epochs[:-1]:
             shutil.rmtree(run / str(epoch))
