@@ -97,14 +97,17 @@ ROWS: dict[str, dict[str, Row]] = {
     # it did not take switched on.
     "cpu": {
         "full": Row("the cpu preset as it is", ()),
-        "tta_mirror_only": TTA_MIRROR_ONLY,
+        "tta_six_views": Row("airbench's 6 test-time views (image, mirror, 1-pixel shifts) "
+                             "instead of 50 (cpu-v4)", ("--no-tta-grid",), eval_only=True),
+        "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 50",
+                               ("--no-tta-translate",), eval_only=True),
         "no_tta": NO_TTA,
         "epochs_12": Row("12 epochs instead of 14", ("--epochs", "12")),
         "epochs_16": Row("16 epochs instead of 14", ("--epochs", "16")),
         "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",
                                    ("--label-smoothing", "0.1")),
-        "cpu_v3": Row("cpu-v3: stages of 64,128,256 channels instead of 64,96,192, 12 epochs "
-                      "and label smoothing 0.1", ("--widths", "64,128,256", "--epochs", "12",
+        "cpu_v3": Row("cpu-v3's training: stages of 64,128,256 channels instead of "
+                      "64,96,192, 12 epochs and label smoothing 0.1", ("--widths", "64,128,256", "--epochs", "12",
                                                   "--label-smoothing", "0.1")),
         "no_whiten": NO_WHITEN,
         "random_flip": RANDOM_FLIP,

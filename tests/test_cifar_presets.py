@@ -145,7 +145,7 @@ def test_cpu_v1_is_the_cpu_preset_before_the_speed_run_ingredients():
     assert (new.whiten, new.alternate_flip, new.tta_translate) == (True, True, True)
     assert (old.whiten, old.alternate_flip, old.tta_translate) == (False, False, False)
     assert old.epochs == 10 and new.epochs > old.epochs
-    assert (cifar_inception.tta_level(new), cifar_inception.epoch_tta_level(new)) == (2, 1)
+    assert (cifar_inception.tta_level(new), cifar_inception.epoch_tta_level(new)) == (3, 1)
     assert (cifar_inception.tta_level(old), cifar_inception.epoch_tta_level(old)) == (1, None)
     differ = {k for k, v in dataclasses.asdict(new).items() if getattr(old, k) != v}
     assert differ == set(cifar_inception.PRESETS["cpu-v1"])
@@ -171,7 +171,21 @@ def test_cpu_v3_is_the_cpu_preset_with_wider_stages_fewer_epochs_and_label_smoot
     differ = {k: (getattr(v3, k), v) for k, v in dataclasses.asdict(new).items()
               if getattr(v3, k) != v}
     assert differ == {"widths": ("64,128,256", "64,96,192"), "epochs": (12, 14),
-                      "label_smoothing": (0.1, 0.0)}
+                      "label_smoothing": (0.1, 0.0), "tta_grid": (False, True)}
+
+
+def test_cpu_v4_is_the_cpu_preset_with_airbenchs_six_test_time_views():
+    """--preset cpu-v4 (89.89 %) trains what the cpu preset trains and evaluates it with
+    six views at the end instead of 50; both evaluate image + mirror after every epoch."""
+    new, v4 = _parse(), _parse("--preset", "cpu-v4")
+    differ = {k for k, v in dataclasses.asdict(new).items() if getattr(v4, k) != v}
+    assert differ == {"tta_grid"}
+    assert [cifar_inception.tta_level(c) for c in (new, v4)] == [3, 2]
+    assert [cifar_inception.epoch_tta_level(c) for c in (new, v4)] == [1, 1]
+    # the gpu preset keeps airbench's six; --no-tta and --no-tta-translate win over the grid
+    assert cifar_inception.tta_level(_parse("--preset", "gpu")) == 2
+    assert cifar_inception.tta_level(_parse("--no-tta-translate")) == 1
+    assert cifar_inception.tta_level(_parse("--no-tta")) == 0
 
 
 def _train_flops_per_image(cfg) -> float:

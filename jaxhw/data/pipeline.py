@@ -103,18 +103,46 @@ def alternate_flip(images: jax.Array, step: jax.Array, steps_per_epoch: int) -> 
     return jnp.where(odd, images[:, :, ::-1, :], images)
 
 
+# Level 3's shifts: every translation of up to this many pixels in each direction, the
+# ones the cpu preset trains on (--crop-pad 2, reflect padding).
+GRID_RADIUS = 2
+TTA_LEVELS = (1, 2, 3)
+
+
+def grid_view(padded: jax.Array, k: jax.Array | int, radius: int = GRID_RADIUS) -> jax.Array:
+    """Shift ``k`` of ``(2 * radius + 1) ** 2`` (row-major over the offsets -radius..radius)
+    of images reflect-padded by ``radius``: ``[B, H + 2r, W + 2r, C]`` -> ``[B, H, W, C]``.
+    ``k`` may be traced (a loop index)."""
+    side = 2 * radius + 1
+    b, hp, wp, c = padded.shape
+    return jax.lax.dynamic_slice(padded, (0, k // side, k % side, 0),
+                                 (b, hp - 2 * radius, wp - 2 * radius, c))
+
+
 def tta_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
     """Test-time views of ``[B, H, W, C]`` and the weight of each view's logits.
 
     * level 1: the image and its mirror, 1/2 each;
     * level 2 (airbench's): those two at 1/4 each, plus, at 1/8 each, the image shifted
-      by one pixel down-right and up-left (reflect padding) and the mirrors of both.
+      by one pixel down-right and up-left (reflect padding) and the mirrors of both;
+    * level 3: every shift of up to ``GRID_RADIUS`` (2) pixels in each direction (reflect
+      padding; 25 shifts, the unshifted image among them) and the mirror of each: 50 views
+      at 1/50 each, the whole distribution of 2-pixel translations and flips the cpu
+      preset trains on. (:func:`jaxhw.train.steps.eval_logits` loops over the shifts
+      rather than building this list, so that the program holds one forward pass.)
     """
-    if level not in (1, 2):
-        raise ValueError(f"test-time augmentation level must be 1 or 2, got {level}")
+    if level not in TTA_LEVELS:
+        raise ValueError(f"test-time augmentation level must be one of {TTA_LEVELS}, "
+                         f"got {level}")
     mirror = lambda v: v[:, :, ::-1, :]  # noqa: E731
     if level == 1:
         return [(0.5, images), (0.5, mirror(images))]
+    if level == 3:
+        r = GRID_RADIUS
+        padded = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+        n = (2 * r + 1) ** 2
+        shifted = [grid_view(padded, k) for k in range(n)]
+        return [(1 / (2 * n), view) for s in shifted for view in (s, mirror(s))]
     _, h, w, _ = images.shape
     padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
     shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]  # content moved +1 / -1 px

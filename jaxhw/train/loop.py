@@ -93,7 +93,8 @@ class Trainer:
       loss_fn: training loss (e.g. cross-entropy with label smoothing).
       preprocess: device-side ``(key, x, train) -> inputs`` (normalise, augment if train).
       tta: test-time augmentation at evaluation: 0 none, 1 average the logits of each
-        image and its mirror, 2 also 1-pixel translations (``jaxhw.data.tta_views``).
+        image and its mirror, 2 also 1-pixel translations (airbench's six views), 3 every
+        shift of up to 2 pixels and its mirror (50 views; ``jaxhw.data.tta_views``).
       epoch_tta: the views of the evaluation after every epoch, when it should cost less
         than the final one (None: ``tta``); on a CPU each view is a forward pass.
       mesh: devices to shard batches over (default: all devices).

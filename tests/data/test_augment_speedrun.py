@@ -1,5 +1,6 @@
 """airbench's augmentations: reflect-padded translations, alternating flips, test-time views."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 from jaxhw.data import random_crop
 from jaxhw.data.pipeline import alternate_flip, preflip, tta_views
 from jaxhw.experiment import Preprocess
+from jaxhw.train.steps import eval_logits
 
 
 def _images(b=3, h=5, w=6, c=2):
@@ -77,4 +79,39 @@ def test_tta_level_2_is_airbenchs_six_views():
     assert np.array_equal(down_right[:, 1:, 1:], np.asarray(x)[:, :-1, :-1])
     assert np.array_equal(up_left[:, :-1, :-1], np.asarray(x)[:, 1:, 1:])
     with pytest.raises(ValueError, match="level"):
-        tta_views(x, 3)
+        tta_views(x, 4)
+
+
+def test_tta_level_3_is_every_two_pixel_shift_and_its_mirror():
+    x = _images()
+    views = tta_views(x, 3)
+    assert len(views) == 50 and all(w == 1 / 50 for w, _ in views)
+    padded = np.pad(np.asarray(x), ((0, 0), (2, 2), (2, 2), (0, 0)), mode="reflect")
+    windows = [padded[:, a:a + 5, b:b + 6] for a in range(5) for b in range(5)]
+    expected = [v for w in windows for v in (w, w[:, :, ::-1])]
+    for (_, view), want in zip(views, expected):
+        assert np.array_equal(np.asarray(view), want)
+    # the unshifted image and its mirror are views 24 and 25 (the centre of the 5x5 grid)
+    assert np.array_equal(np.asarray(views[24][1]), np.asarray(x))
+    assert np.array_equal(np.asarray(views[25][1]), np.asarray(x)[:, :, ::-1])
+
+
+class _Linear(nn.Module):
+    """A tiny classifier that sees every pixel, so that each view changes its logits."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        return nn.Dense(4)(x.reshape(x.shape[0], -1))
+
+
+def test_level_3_logits_loop_over_shifts_as_the_mean_of_the_50_views():
+    x = jax.random.normal(jax.random.key(1), (3, 5, 6, 2))
+    model = _Linear()
+    variables = model.init(jax.random.key(2), x)
+    want = sum(w * model.apply(variables, v) for w, v in tta_views(x, 3))
+    got = jax.jit(lambda v, x: eval_logits(model, v, x, 3))(variables, x)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(got), np.asarray(model.apply(variables, x)), atol=1e-3)
+    # one forward pass in the program, inside a loop over the 25 shifts
+    hlo = jax.jit(lambda v, x: eval_logits(model, v, x, 3)).lower(variables, x).as_text()
+    assert hlo.count("dot_general") == 1 and "while" in hlo
