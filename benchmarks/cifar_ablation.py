@@ -107,8 +107,8 @@ ROWS: dict[str, dict[str, Row]] = {
         "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",
                                    ("--label-smoothing", "0.1")),
         "cpu_v3": Row("cpu-v3's training: stages of 64,128,256 channels instead of "
-                      "64,96,192, 12 epochs and label smoothing 0.1", ("--widths", "64,128,256", "--epochs", "12",
-                                                  "--label-smoothing", "0.1")),
+                      "64,96,192, 12 epochs and label smoothing 0.1",
+                      ("--widths", "64,128,256", "--epochs", "12", "--label-smoothing", "0.1")),
         "no_whiten": NO_WHITEN,
         "random_flip": RANDOM_FLIP,
         "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones",

@@ -29,7 +29,7 @@ import numpy as np
 import jaxhw
 from jaxhw import config, host
 from jaxhw.config import Checked, ConfigError, flag
-from jaxhw.data.pipeline import GRID_RADIUS, grid_view
+from jaxhw.data.pipeline import GRID_RADIUS, grid_shift, grid_view, pad_images
 from jaxhw.data.sources import load_split
 from jaxhw.train.checkpoint import Checkpoints
 from jaxhw.train.steps import eval_logits
@@ -110,11 +110,10 @@ def view_logits(folder: Path, images: np.ndarray, batch_size: int
         checkpoints.close()
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     inf = predictor.inference
-    r = GRID_RADIUS
 
     def logits(variables, x, k, mirror):
         x = inf.preprocess(jax.random.key(0), x, False)
-        view = grid_view(jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect"), k)
+        view = grid_view(pad_images(x, GRID_RADIUS), k)
         view = jnp.where(mirror, view[:, :, ::-1], view)
         return eval_logits(inf.model, variables, view, 0).astype(jnp.float32)
 
@@ -124,10 +123,7 @@ def view_logits(folder: Path, images: np.ndarray, batch_size: int
         for mirror in (False, True):
             parts = [forward(variables, jnp.asarray(images[i:i + batch_size]), k, mirror)
                      for i in range(0, len(images), batch_size)]
-            # grid_view's k: row-major over offsets into the padded image; the content
-            # moves by (r - offset) pixels
-            a, b = r - k // SIDE, r - k % SIDE
-            out[(a, b, mirror)] = np.concatenate([np.asarray(p) for p in parts])
+            out[(*grid_shift(k), mirror)] = np.concatenate([np.asarray(p) for p in parts])
     return out
 
 

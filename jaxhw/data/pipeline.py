@@ -61,6 +61,12 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     return jnp.where(flip, images[:, :, ::-1, :], images)
 
 
+def pad_images(images: jax.Array, pad: int, mode: str = "reflect") -> jax.Array:
+    """``[B, H, W, C]`` -> ``[B, H + 2 pad, W + 2 pad, C]``, padded on both spatial sides
+    (``mode``: ``reflect`` or ``constant`` zeros)."""
+    return jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+
+
 def random_crop(key: jax.Array, images: jax.Array, pad: int, mode: str = "constant"
                 ) -> jax.Array:
     """Pad ``[B, H, W, C]`` by ``pad`` pixels (``mode``: ``constant`` zeros, or ``reflect``
@@ -68,7 +74,7 @@ def random_crop(key: jax.Array, images: jax.Array, pad: int, mode: str = "consta
     if pad == 0:
         return images
     b, h, w, c = images.shape
-    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+    padded = pad_images(images, pad, mode)
     offsets = jax.random.randint(key, (b, 2), 0, 2 * pad + 1)
 
     def crop(img, off):
@@ -110,13 +116,21 @@ TTA_LEVELS = (1, 2, 3)
 
 
 def grid_view(padded: jax.Array, k: jax.Array | int, radius: int = GRID_RADIUS) -> jax.Array:
-    """Shift ``k`` of ``(2 * radius + 1) ** 2`` (row-major over the offsets -radius..radius)
-    of images reflect-padded by ``radius``: ``[B, H + 2r, W + 2r, C]`` -> ``[B, H, W, C]``.
+    """Shift ``k`` of ``(2 * radius + 1) ** 2`` (row-major over the window offsets
+    0..2 radius; :func:`grid_shift` says how far it moves the content) of images padded by
+    ``radius`` (:func:`pad_images`): ``[B, H + 2r, W + 2r, C]`` -> ``[B, H, W, C]``.
     ``k`` may be traced (a loop index)."""
     side = 2 * radius + 1
     b, hp, wp, c = padded.shape
     return jax.lax.dynamic_slice(padded, (0, k // side, k % side, 0),
                                  (b, hp - 2 * radius, wp - 2 * radius, c))
+
+
+def grid_shift(k: int, radius: int = GRID_RADIUS) -> tuple[int, int]:
+    """(rows, columns) by which :func:`grid_view`'s shift ``k`` moves the image content
+    (down and right positive): ``radius`` minus the window's offset."""
+    side = 2 * radius + 1
+    return radius - k // side, radius - k % side
 
 
 def tta_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
@@ -138,13 +152,12 @@ def tta_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
     if level == 1:
         return [(0.5, images), (0.5, mirror(images))]
     if level == 3:
-        r = GRID_RADIUS
-        padded = jnp.pad(images, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
-        n = (2 * r + 1) ** 2
+        padded = pad_images(images, GRID_RADIUS)
+        n = (2 * GRID_RADIUS + 1) ** 2
         shifted = [grid_view(padded, k) for k in range(n)]
         return [(1 / (2 * n), view) for s in shifted for view in (s, mirror(s))]
     _, h, w, _ = images.shape
-    padded = jnp.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    padded = pad_images(images, 1)
     shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]  # content moved +1 / -1 px
     return ([(0.25, images), (0.25, mirror(images))]
             + [(0.125, view) for s in shifted for view in (s, mirror(s))])

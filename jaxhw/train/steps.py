@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxhw.data.pipeline import GRID_RADIUS, grid_view, tta_views
+from jaxhw.data.pipeline import GRID_RADIUS, grid_view, pad_images, tta_views
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import all_finite, keep_if
 from jaxhw.train.parallel import batch_sharded, replicated
@@ -176,7 +176,7 @@ def _grid_logits(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
     loop over the 25 shifts, each forward pass on a shift and its mirror (``[2B, ...]``):
     one forward pass in the program instead of 50, so it compiles as fast as level 1."""
     r, b = GRID_RADIUS, x.shape[0]
-    padded = jnp.pad(x, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect")
+    padded = pad_images(x, r)
     shifts = (2 * r + 1) ** 2
 
     def add(total: jax.Array, k: jax.Array):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxhw.data import random_crop
-from jaxhw.data.pipeline import alternate_flip, preflip, tta_views
+from jaxhw.data.pipeline import alternate_flip, grid_shift, preflip, tta_views
 from jaxhw.experiment import Preprocess
 from jaxhw.train.steps import eval_logits
 
@@ -94,6 +94,13 @@ def test_tta_level_3_is_every_two_pixel_shift_and_its_mirror():
     # the unshifted image and its mirror are views 24 and 25 (the centre of the 5x5 grid)
     assert np.array_equal(np.asarray(views[24][1]), np.asarray(x))
     assert np.array_equal(np.asarray(views[25][1]), np.asarray(x)[:, :, ::-1])
+    # grid_shift(k) says how far shift k moves the content (down, right)
+    for k in range(25):
+        dy, dx = grid_shift(k)
+        view, img = np.asarray(views[2 * k][1]), np.asarray(x)
+        assert np.array_equal(view[:, max(dy, 0):5 + min(dy, 0), max(dx, 0):6 + min(dx, 0)],
+                              img[:, max(-dy, 0):5 - max(dy, 0), max(-dx, 0):6 - max(dx, 0)])
+    assert grid_shift(0) == (2, 2) and grid_shift(24) == (-2, -2)
 
 
 class _Linear(nn.Module):
