@@ -29,13 +29,12 @@ import numpy as np
 import jaxhw
 from jaxhw import config, host
 from jaxhw.config import Checked, ConfigError, flag
-from jaxhw.data.pipeline import GRID_RADIUS, grid_shift, grid_view, pad_images
+from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_shift, grid_view, pad_images
 from jaxhw.data.sources import load_split
 from jaxhw.train.checkpoint import Checkpoints
 from jaxhw.train.steps import eval_logits
 from jaxhw.train.xla_options import cpu_conv_options
 
-SIDE = 2 * GRID_RADIUS + 1
 # A view: (row shift, column shift, mirrored); shifts in -2..2 pixels.
 View = tuple[int, int, bool]
 
@@ -119,7 +118,7 @@ def view_logits(folder: Path, images: np.ndarray, batch_size: int
 
     forward = jax.jit(logits, compiler_options=cpu_conv_options(True))
     out = {}
-    for k in range(SIDE * SIDE):
+    for k in range(GRID_SHIFTS):
         for mirror in (False, True):
             parts = [forward(variables, jnp.asarray(images[i:i + batch_size]), k, mirror)
                      for i in range(0, len(images), batch_size)]

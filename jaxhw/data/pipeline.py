@@ -112,6 +112,7 @@ def alternate_flip(images: jax.Array, step: jax.Array, steps_per_epoch: int) -> 
 # Level 3's shifts: every translation of up to this many pixels in each direction, the
 # ones the cpu preset trains on (--crop-pad 2, reflect padding).
 GRID_RADIUS = 2
+GRID_SHIFTS = (2 * GRID_RADIUS + 1) ** 2  # grid_view's shifts k at GRID_RADIUS: 25
 TTA_LEVELS = (1, 2, 3)
 
 
@@ -153,9 +154,8 @@ def tta_views(images: jax.Array, level: int) -> list[tuple[float, jax.Array]]:
         return [(0.5, images), (0.5, mirror(images))]
     if level == 3:
         padded = pad_images(images, GRID_RADIUS)
-        n = (2 * GRID_RADIUS + 1) ** 2
-        shifted = [grid_view(padded, k) for k in range(n)]
-        return [(1 / (2 * n), view) for s in shifted for view in (s, mirror(s))]
+        shifted = [grid_view(padded, k) for k in range(GRID_SHIFTS)]
+        return [(1 / (2 * GRID_SHIFTS), view) for s in shifted for view in (s, mirror(s))]
     _, h, w, _ = images.shape
     padded = pad_images(images, 1)
     shifted = [padded[:, :h, :w], padded[:, 2:h + 2, 2:w + 2]]  # content moved +1 / -1 px

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxhw.data.pipeline import GRID_RADIUS, grid_view, pad_images, tta_views
+from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_view, pad_images, tta_views
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import all_finite, keep_if
 from jaxhw.train.parallel import batch_sharded, replicated
@@ -177,7 +177,6 @@ def _grid_logits(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
     one forward pass in the program instead of 50, so it compiles as fast as level 1."""
     r, b = GRID_RADIUS, x.shape[0]
     padded = pad_images(x, r)
-    shifts = (2 * r + 1) ** 2
 
     def add(total: jax.Array, k: jax.Array):
         view = grid_view(padded, k, r)
@@ -186,8 +185,8 @@ def _grid_logits(model: nn.Module, variables: dict, x: jax.Array) -> jax.Array:
         return total + logits[:b] + logits[b:], None
 
     first = jax.eval_shape(lambda v: _apply(model, variables, v, False)[0], x)
-    total, _ = jax.lax.scan(add, jnp.zeros(first.shape, jnp.float32), jnp.arange(shifts))
-    return total / (2 * shifts)
+    total, _ = jax.lax.scan(add, jnp.zeros(first.shape, jnp.float32), jnp.arange(GRID_SHIFTS))
+    return total / (2 * GRID_SHIFTS)
 
 
 def make_eval_step(model: nn.Module, loss_fn: LossFn, mesh: Mesh,
