@@ -44,6 +44,45 @@ BUDGETS = {
 NOTE_TAG = "rendered"
 
 
+def settle(text: str) -> str:
+    """What a terminal would keep of ``text``: each carriage return moves back to the line's
+    start and the characters after it overwrite what is there, so a progress bar's hundreds of
+    updates become its last state. A bar that erased itself (tqdm's ``leave=False``) leaves no
+    line, and neither does a bar's unfinished line (no newline yet: a later update or another
+    stream's print redraws it)."""
+    lines = text.split("\n")
+    kept = []
+    for k, line in enumerate(lines):
+        if "\r" not in line:
+            kept.append(line)
+            continue
+        shown = ""
+        for part in line.split("\r"):
+            shown = part + shown[len(part):]
+        if shown.strip() and k < len(lines) - 1:
+            kept.append(shown.rstrip())
+    return "\n".join(kept)
+
+
+def tidy(nb: nbformat.NotebookNode) -> None:
+    """Merge each cell's consecutive outputs of one stream (stdout, stderr) and settle their
+    carriage returns, so the stored notebook shows what a reader's screen showed, not every
+    progress-bar update; a stream left empty is dropped."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if (out.output_type == "stream" and merged
+                    and merged[-1].output_type == "stream" and merged[-1].name == out.name):
+                merged[-1].text += out.text
+            else:
+                merged.append(out)
+        for out in merged:
+            if out.output_type == "stream":
+                out.text = settle(out.text)
+        if "outputs" in cell:
+            cell.outputs = [o for o in merged if o.output_type != "stream" or o.text.strip()]
+
+
 def render(name: str, data_dir: str, work: Path) -> Path:
     path = HERE / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
@@ -57,6 +96,7 @@ def render(name: str, data_dir: str, work: Path) -> Path:
         + [f"{key} = {value!r}" for key, value in budget.items()])
     NotebookClient(nb, timeout=3600, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
+    tidy(nb)
     params.source = defaults  # readers (and Colab) get the defaults back
     params.outputs = []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,

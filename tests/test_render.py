@@ -1,0 +1,36 @@
+"""The notebook renderer stores what a reader's screen showed, not every progress-bar update."""
+
+import nbformat
+
+from experiments.notebooks.render import settle, tidy
+
+
+def test_settle_keeps_a_bars_last_state_and_drops_erased_or_unfinished_bars():
+    assert settle("\repoch 1:  10%\repoch 1:  50%\repoch 1: 100%\n") == "epoch 1: 100%\n"
+    assert settle("\repoch 1: 100%|##| 78/78\r" + " " * 20 + "\r") == ""   # leave=False
+    assert settle("\rtraining  34%") == ""      # still running when another stream printed
+    assert settle("abcdef\rXY\n") == "XYcdef\n"  # overwrites, as a terminal does
+    assert settle("loss 1.5\naccuracy 50 %\n") == "loss 1.5\naccuracy 50 %\n"
+
+
+def test_tidy_merges_a_streams_consecutive_outputs_and_drops_emptied_ones():
+    out = nbformat.v4.new_output
+    cell = nbformat.v4.new_code_cell("train()")
+    cell.outputs = [
+        out("stream", name="stdout", text="model: 1,000 parameters\n"),
+        out("stream", name="stderr", text="\repoch 1:   0%"),
+        out("stream", name="stderr", text="\repoch 1: 100%"),
+        out("stream", name="stderr", text="\r" + " " * 14 + "\r"),
+        out("stream", name="stdout", text="epoch 1: "),
+        out("stream", name="stdout", text="accuracy 50 %\n"),
+        out("display_data", data={"text/plain": "<Figure>"}),
+        out("stream", name="stdout", text="done\n"),
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"), cell])
+    tidy(nb)
+    kinds = [(o.output_type, o.get("name"), o.get("text")) for o in nb.cells[1].outputs]
+    assert kinds == [("stream", "stdout", "model: 1,000 parameters\n"),
+                     ("stream", "stdout", "epoch 1: accuracy 50 %\n"),
+                     ("display_data", None, None),
+                     ("stream", "stdout", "done\n")]
+    assert "outputs" not in nb.cells[0]
