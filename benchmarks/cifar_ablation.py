@@ -13,7 +13,7 @@ row's flags (and ``--extra``) in this process, and records the mean and standard
 of the test accuracy over the seeds, the mean training time per seed (compilation
 excluded), the final evaluation's time and the compile time. Rows that change only the
 evaluation (test-time views) train nothing: they evaluate a copy of the full row's
-checkpoints with their flags (``--evaluate`` on a copy that keeps the last epoch only: the
+checkpoints with their flags (``--evaluate`` on a copy: it restores the last epoch, the
 weights of the full row's final evaluation), so their training time is the full row's.
 Rows are kept in ``--work``: a row whose folder holds the results of the same command is
 not run again, so an interrupted ablation continues where it stopped. ``--full-run`` takes
@@ -205,7 +205,6 @@ def run_row(name: str, args: "Config", work: Path) -> dict:
             shutil.rmtree(folder, ignore_errors=True)
             shutil.copytree(work / "full", folder)
             (folder / "row.json").unlink(missing_ok=True)
-            keep_last_epoch(folder)
         results = run_experiment("cifar_inception", argv, folder)
         stamp.write_text(json.dumps({"argv": argv}))
     several = "seeds" in results  # several seeds: train_and_evaluate's summary
@@ -223,19 +222,6 @@ def run_row(name: str, args: "Config", work: Path) -> dict:
             "final_eval_s": sum(final_eval) / len(final_eval),
             "compile_s": seeds[0]["compile_s"], "device": results["device"],
             "dtype": results["dtype"]}
-
-
-def keep_last_epoch(folder: Path) -> None:
-    """Delete every checkpoint of the run in ``folder`` (and of its ``seed_<s>`` folders)
-    but the last epoch's, so that ``--evaluate``, which restores the best kept epoch,
-    evaluates the weights the full row's final evaluation used (the best epoch by the
-    per-epoch evaluation can be an earlier one)."""
-    for run in [folder, *sorted(folder.glob("seed_*"))]:
-        # Not jaxhw's saved_epochs: orbax reads a several-seed root's seed_<s> folders as
-        # steps, so only folders named by a bare epoch number count here.
-        epochs = sorted(int(d.name) for d in run.iterdir() if d.is_dir() and d.name.isdigit())
-        for epoch in epochs[:-1]:
-            shutil.rmtree(run / str(epoch))
 
 
 def adopt_full_run(run: Path, args: "Config", work: Path) -> None:

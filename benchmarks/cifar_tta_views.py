@@ -31,7 +31,6 @@ from jaxhw import config, host
 from jaxhw.config import Checked, ConfigError, flag
 from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_shift, grid_view, pad_images
 from jaxhw.data.sources import load_split
-from jaxhw.train.checkpoint import Checkpoints
 from jaxhw.train.steps import eval_logits
 from jaxhw.train.xla_options import cpu_conv_options
 
@@ -102,12 +101,7 @@ def view_logits(folder: Path, images: np.ndarray, batch_size: int
     predictor = jaxhw.load(folder)
     if not predictor.name.startswith("cifar_inception"):
         raise ConfigError(f"{folder} holds a {predictor.name} run, not cifar_inception")
-    checkpoints = Checkpoints(folder)
-    try:
-        state, _ = checkpoints.restore(None, checkpoints.latest_epoch())
-    finally:
-        checkpoints.close()
-    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    variables = predictor.variables  # the last epoch's: jaxhw.load's default
     inf = predictor.inference
 
     def logits(variables, x, k, mirror):

@@ -97,8 +97,8 @@ class Config(RunConfig):
     resume: str = flag("no", "sequence tasks: continue from the latest checkpoint (yes, "
                              "or auto: when there is one)", choices=RESUME, const="yes")
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
-    evaluate: bool = flag(False, "sequence tasks: do not train; restore the best checkpoint "
-                                 "and evaluate it")
+    evaluate: bool = flag(False, "sequence tasks: do not train; restore the latest "
+                                 "checkpoint (the final weights) and evaluate it")
     seed: int = flag(0, "seed of the data, initialisation, shuffling and dropout", ge=0,
                      le=MAX_SEED)
     seeds: int = flag(1, "sequence tasks: train this many seeds (--seed, --seed + 1, ...; the "

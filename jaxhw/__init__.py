@@ -5,7 +5,8 @@
 __version__ = "0.1.0"
 
 
-def load(folder):
-    """The predictor of a trained run folder (see :mod:`jaxhw.predict`)."""
+def load(folder, epoch="final"):
+    """The predictor of a trained run folder with the weights of its final epoch, or of
+    ``epoch="best"`` or a kept epoch's number (see :func:`jaxhw.predict.load`)."""
     from jaxhw.predict import load as load_run
-    return load_run(folder)
+    return load_run(folder, epoch)

@@ -128,8 +128,9 @@ class RunConfig(EngineConfig):
                              "re-run after a disconnect)", choices=RESUME, const="yes")
     overwrite: bool = flag(False, "delete the checkpoints already in --checkpoint-dir and "
                                   "start over")
-    evaluate: bool = flag(False, "do not train: restore the best checkpoint in "
-                                 "--checkpoint-dir and evaluate it")
+    evaluate: bool = flag(False, "do not train: restore the latest checkpoint in "
+                                 "--checkpoint-dir (a finished run's final weights, the "
+                                 "ones its results.json reports) and evaluate it")
     seed: int = flag(0, "seed of every random choice (init, shuffling, augmentation, dropout)",
                      ge=0, le=MAX_SEED)
     train_limit: int = flag(0, "train on a random subset of this many examples (0 = all)",
@@ -141,7 +142,7 @@ class RunConfig(EngineConfig):
                          "accuracy and times with their mean and standard deviation",
                      ge=1, le=1000)
     predict: list[str] | None = flag(None, "do not train: load the run in --checkpoint-dir "
-                                           "(its best checkpoint) and print its predictions "
+                                           "(its latest checkpoint) and print its predictions "
                                            "for these inputs (image files, review texts, or "
                                            "token sequences such as '5 6 7')", nargs="+")
 
@@ -331,7 +332,7 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
 
 
 def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoints) -> dict:
-    """One seed: a fresh state; resume (or, with ``--evaluate``, restore the best
+    """One seed: a fresh state; resume (or, with ``--evaluate``, restore the latest
     checkpoint); fit with per-epoch evaluation on ``plan.test``; evaluate on
     ``plan.final``; write ``results.json`` and ``history.png`` (with class names also
     ``per_class_accuracy.md`` and ``confusion_matrix.png``) next to the checkpoints.
@@ -344,8 +345,8 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
     history: list[dict] = []
     if cfg.evaluate:
-        state, history, _ = trainer.resume(ckpt, state, ckpt.best_epoch())
-        print(f"evaluating {ckpt.directory}, epoch {ckpt.best_epoch()} (the best kept)")
+        state, history, _ = trainer.resume(ckpt, state)
+        print(f"evaluating {ckpt.directory}, epoch {ckpt.latest_epoch()} (the latest)")
     elif resumes(ckpt.directory, cfg):
         state, history, _ = trainer.resume(ckpt, state)
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")

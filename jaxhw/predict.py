@@ -7,7 +7,9 @@
     jaxhw.load("checkpoints/transformer_reverse").predict([[5, 6, 7]])  # -> [[7, 6, 5]]
 
 The model is rebuilt from the config the run saved (``results.json``, else its latest
-checkpoint) and its best checkpoint's parameters are restored (no optimizer is built).
+checkpoint) and the parameters of its final epoch (the weights its ``results.json``
+reports; ``epoch="best"`` or a number for another kept one) are restored, without an
+optimizer.
 Images and reviews go through the preprocessing, test-time views and tokenisation the
 run's evaluation used, so a predictor gives the evaluation's predictions.
 """
@@ -109,11 +111,12 @@ def _config(module, config: dict, folder: Path):
         raise RunFolderError(f"{folder}: its saved config is not valid here ({e})") from None
 
 
-def _variables(checkpoints: Checkpoints) -> tuple[dict, int]:
-    """The best checkpoint's ``params`` (and ``batch_stats``), restored without a
-    template: only what a forward pass needs."""
-    epoch = checkpoints.best_epoch()
+def _variables(checkpoints: Checkpoints, epoch: int | str) -> tuple[dict, int]:
+    """The ``params`` (and ``batch_stats``) of the kept ``epoch`` (see
+    :meth:`Checkpoints.pick`), restored without a template: only what a forward pass
+    needs."""
     try:
+        epoch = checkpoints.pick(epoch)
         state, _ = checkpoints.restore(None, epoch)
     finally:
         checkpoints.close()
@@ -123,10 +126,12 @@ def _variables(checkpoints: Checkpoints) -> tuple[dict, int]:
     return variables, epoch
 
 
-def load(folder: str | Path) -> "Predictor":
+def load(folder: str | Path, epoch: int | str = "final") -> "Predictor":
     """The predictor of the run in ``folder`` (a ``--checkpoint-dir``; with ``--seeds``,
     one ``seed_<s>`` folder): an :class:`ImagePredictor`, :class:`TextPredictor` or
-    :class:`SequencePredictor`, with the parameters of the best checkpoint."""
+    :class:`SequencePredictor`, with the parameters of ``epoch``: ``"final"`` (the
+    latest kept, whose evaluation the run's ``results.json`` reports), ``"best"`` (the
+    best per-epoch evaluation) or a kept epoch's number."""
     folder = Path(folder).expanduser().resolve()
     name, config, checkpoints = _saved_run(folder)
     match = next((k for k in EXPERIMENTS if name.startswith(k)), None)
@@ -136,7 +141,7 @@ def load(folder: str | Path) -> "Predictor":
     module_name, kind = EXPERIMENTS[match]
     module = importlib.import_module(module_name)
     cfg = _config(module, config, folder)
-    variables, epoch = _variables(checkpoints)
+    variables, epoch = _variables(checkpoints, epoch)
     cls = {"image": ImagePredictor, "text": TextPredictor, "sequence": SequencePredictor}[kind]
     return cls(module.inference(cfg), variables, name=name, folder=folder, epoch=epoch)
 
@@ -281,6 +286,6 @@ def print_predictions(folder: str | Path, items: Sequence[str]) -> list[Predicti
         predictions = predictor.predict(parse_inputs(kind, items))
     except ValueError as e:
         raise ConfigError(f"--predict: {e}") from None
-    print(f"{predictor.name}: {predictor.folder}, epoch {predictor.epoch} (the best kept)")
+    print(f"{predictor.name}: {predictor.folder}, epoch {predictor.epoch} (the latest)")
     print(predictor.table(items, predictions))
     return predictions

@@ -14,7 +14,7 @@ from jaxhw.data import load_split
 
 def _check_against_evaluation(predictor, inputs, labels, results):
     """The predictor's accuracy and mean cross-entropy on the test split equal the run's
-    final evaluation (one epoch: the best checkpoint is the final state)."""
+    final evaluation."""
     predictions = predictor.predict(inputs)
     names = list(predictor.inference.class_names)
     chosen = np.array([names.index(p.label) for p in predictions])
@@ -42,6 +42,34 @@ def test_an_image_run_predicts_what_it_evaluated(name, settings, tiny_data, tmp_
     predictor = jaxhw.load(folder)
     assert type(predictor).__name__ == "ImagePredictor" and predictor.epoch == 1
     _check_against_evaluation(predictor, test.images, test.labels, results)
+
+
+def test_load_and_evaluate_use_the_final_weights_not_the_best_epoch(tiny_data, tmp_path,
+                                                                    monkeypatch, capsys):
+    """A run's results.json reports its final weights; jaxhw.load and --evaluate restore
+    those even where an earlier epoch scored best per epoch (made so here), and
+    ``epoch=`` picks another kept one."""
+    from experiments import cifar_simple_cnn
+    from jaxhw.train.checkpoint import CheckpointError, Checkpoints
+    folder = tmp_path / "run"
+    args = ["--batch-size", "8", "--data-dir", str(tiny_data), "--compile-cache", "off",
+            "--checkpoint-dir", str(folder)]
+    cifar_simple_cnn.main(args + ["--epochs", "2"])
+    results = json.loads((folder / "results.json").read_text())
+    monkeypatch.setattr(Checkpoints, "best_epoch", lambda self: 1)
+    test = load_split("cifar10", "test", str(tiny_data))
+    predictor = jaxhw.load(folder)
+    assert predictor.epoch == 2
+    _check_against_evaluation(predictor, test.images, test.labels, results)
+    assert jaxhw.load(folder, epoch="best").epoch == 1 == jaxhw.load(folder, epoch=1).epoch
+    with pytest.raises(CheckpointError, match=r"epoch 7 is not kept.*'final', 'best'.*\[1, 2\]"):
+        jaxhw.load(folder, epoch=7)
+    capsys.readouterr()
+    cifar_simple_cnn.main(args + ["--evaluate"])
+    assert "epoch 2 (the latest)" in capsys.readouterr().out
+    again = json.loads((folder / "results.json").read_text())
+    assert again["test_accuracy"] == results["test_accuracy"]
+    assert again["test_loss"] == pytest.approx(results["test_loss"], rel=1e-6)
 
 
 def test_a_bert_run_predicts_what_it_evaluated(tiny_data, tiny_model_dir, tmp_path,

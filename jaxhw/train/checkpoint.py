@@ -59,6 +59,22 @@ class Checkpoints:
         """The kept epoch with the highest ``best_metric`` (the latest when there is none)."""
         return (self._manager.best_step() if self.best_metric else None) or self.latest_epoch()
 
+    def pick(self, epoch: int | str = "final") -> int:
+        """A kept epoch by name: ``"final"`` (the latest: a finished run's final weights,
+        the ones its results report), ``"best"`` (the highest ``best_metric`` of the
+        per-epoch evaluations) or an epoch number."""
+        kept = self.epochs()
+        if not kept:
+            raise CheckpointError(f"no checkpoint in {self.directory}; train first")
+        if epoch == "final":
+            return kept[-1]
+        if epoch == "best":
+            return self.best_epoch()
+        if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch in kept:
+            return epoch
+        raise CheckpointError(f"epoch {epoch!r} is not kept in {self.directory}; choose "
+                              f"'final', 'best' or one of the kept epochs {kept}")
+
     def save(self, epoch: int, state: TrainState, meta: dict[str, Any],
              metrics: dict[str, float] | None = None) -> None:
         self._manager.save(epoch, args=ocp.args.Composite(

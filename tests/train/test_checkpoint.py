@@ -46,6 +46,10 @@ def test_keeps_the_last_two_and_the_best(tmp_path):
         ckpt.save(epoch, state, {}, metrics={"eval_accuracy": acc})
     assert ckpt.epochs() == [2, 4, 5]
     assert ckpt.best_epoch() == 2 and ckpt.latest_epoch() == 5
+    assert ckpt.pick() == 5 and ckpt.pick("best") == 2 and ckpt.pick(4) == 4
+    for wrong in (3, "last", True):
+        with pytest.raises(CheckpointError, match="not kept.*'final', 'best'.*2, 4, 5"):
+            ckpt.pick(wrong)
 
 
 def test_open_run_rules(tmp_path):
