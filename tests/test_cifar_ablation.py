@@ -139,3 +139,26 @@ def test_rows_must_belong_to_the_preset():
         cifar_ablation.Config(data_dir="x", preset="cpu", rows="full,relu")
     with pytest.raises(ConfigError, match="add full"):
         cifar_ablation.Config(data_dir="x", preset="cpu", rows="no_tta")
+
+
+@pytest.mark.parametrize("preset", list(cifar_ablation.ROWS))
+def test_every_training_row_parses_and_changes_the_full_row(preset):
+    """A row's flags are valid cifar_inception flags and change what the full row trains
+    (or, for an evaluation-only row, what it evaluates)."""
+    args = cifar_ablation.Config(data_dir="x", preset=preset, seeds=1, compile_cache="off")
+    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
+    for name in cifar_ablation.ROWS[preset]:
+        if name == "full":
+            continue
+        values = cifar_ablation._row_values(cifar_ablation.row_argv(name, args))
+        changed = {k for k, v in values.items() if full.get(k) != v} - {"evaluate", "overwrite"}
+        assert changed, f"{preset} row {name} changes nothing"
+
+
+def test_fast_bn_biases_row_is_the_gpu_presets_batch_norm_bias_training():
+    args = cifar_ablation.Config(data_dir="x", preset="cpu", seeds=1, compile_cache="off")
+    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
+    row = cifar_ablation._row_values(cifar_ablation.row_argv("fast_bn_biases", args))
+    changed = {k: v for k, v in row.items() if full.get(k) != v}
+    gpu = cifar_inception.PRESETS["gpu"]
+    assert changed == {"bn_scale": gpu["bn_scale"], "bn_bias_lr": gpu["bn_bias_lr"]}

@@ -103,8 +103,8 @@ def render(name: str, data_dir: str, work: Path) -> Path:
                             capture_output=True, text=True).stdout.strip() or "unknown"
     shown = "; ".join(f"`{k} = {v}`" for k, v in budget.items())
     note = nbformat.v4.new_markdown_cell(
-        f"*The outputs below come from a run on the real datasets on a 2-core "
-        f"{host.cpu_name()} CPU, at commit {commit}, with a CPU-sized budget: {shown}. The "
+        f"*The outputs below come from a run on the real datasets on a CPU, "
+        f"{host.cpu_name()}, at commit {commit}, with a CPU-sized budget: {shown}. The "
         f"parameters cell holds the defaults for a Colab GPU.*")
     note.metadata["tags"] = [NOTE_TAG]
     nb.cells.insert(1, note)
