@@ -229,7 +229,8 @@ def run(cfg: Config) -> dict:
     plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
                 class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
                 finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
-                learning_rate=lambda step: lr(step // cfg.accumulate))  # step: micro-batches
+                learning_rate=lambda step: lr(step // cfg.accumulate),  # step: micro-batches
+                eval_split="validation")
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -269,7 +269,8 @@ class Plan:
     on the device, and how each seed starts and ends.
 
     ``init_state(seed)`` returns a fresh state; ``test`` is evaluated after every epoch and
-    ``final`` (default ``test``) at the end; ``class_names`` asks for the per-class table
+    ``final`` (default ``test``) at the end; ``eval_split`` names ``test`` in the printed
+    lines and plots ("validation" where ``final`` is the test split); ``class_names`` asks for the per-class table
     and the confusion matrix; ``finish(state, folder, results)`` runs after the final
     evaluation (decoding, attention plots, ...) and returns entries for results.json;
     ``metric`` is the results entry that ``--seeds`` summarises; ``extra`` holds constant
@@ -289,6 +290,7 @@ class Plan:
     metric: str = "test_accuracy"
     extra: dict = dataclasses.field(default_factory=dict)
     learning_rate: Callable[[int], float] | None = None  # the schedule, for TensorBoard
+    eval_split: str = "test"
 
 
 def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
@@ -357,7 +359,7 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         state, history = trainer.fit(
             state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
             seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
-            eval_batch_size=plan.eval_batch_size,
+            eval_batch_size=plan.eval_batch_size, eval_split=plan.eval_split,
             meta={"config": dataclasses.asdict(cfg), "experiment": name})
         for hook in board:
             hook.close()
@@ -380,7 +382,7 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
             plot_confusion(result.labels, result.predictions, plan.class_names,
                            ckpt.directory / "confusion_matrix.png")
         if history:
-            plot_history(history, ckpt.directory / "history.png")
+            plot_history(history, ckpt.directory / "history.png", plan.eval_split)
     timing = timing_summary(trainer, history)
     results = {
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,

@@ -40,18 +40,20 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: Seq
     _save(fig, path)
 
 
-def plot_history(history: Sequence[dict], path: str | os.PathLike) -> None:
-    """Train / eval loss and eval accuracy per epoch."""
+def plot_history(history: Sequence[dict], path: str | os.PathLike,
+                 eval_split: str = "test") -> None:
+    """Train / eval loss and eval accuracy per epoch; ``eval_split`` names the split the
+    per-epoch evaluation used."""
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
-    ax1.plot(epochs, [r["eval_loss"] for r in history], "o-", label="test")
+    ax1.plot(epochs, [r["eval_loss"] for r in history], "o-", label=eval_split)
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("loss")
     ax1.legend()
     ax2.plot(epochs, [100 * r["eval_accuracy"] for r in history], "o-")
     ax2.set_xlabel("epoch")
-    ax2.set_ylabel("test accuracy (%)")
+    ax2.set_ylabel(f"{eval_split} accuracy (%)")
     _save(fig, path)
 
 

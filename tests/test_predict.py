@@ -143,7 +143,11 @@ def test_the_predict_flag_on_a_review(tiny_data, tiny_model_dir, tmp_path, capsy
             "--checkpoint-dir", str(tmp_path / "run")]
     bert_imdb.main(args + ["--data-dir", str(tiny_data), "--batch-size", "8", "--epochs", "1",
                            "--compile-cache", "off"])
-    capsys.readouterr()
+    trained = capsys.readouterr().out
+    # the per-epoch evaluation is on the validation split, and says so
+    epoch_line = next(line for line in trained.splitlines() if line.startswith("epoch 1/1:"))
+    assert "validation loss" in epoch_line and "validation accuracy" in epoch_line
+    assert "test" not in epoch_line and "Test Accuracy:" in trained
     bert_imdb.main(args + ["--predict", "the movie was good", "awful plot"])
     lines = capsys.readouterr().out.splitlines()
     want = jaxhw.load(tmp_path / "run").predict(["the movie was good", "awful plot"])

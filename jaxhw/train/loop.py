@@ -333,11 +333,11 @@ class Trainer:
     # ------------------------------------------------------------------ fit
     def fit(self, state: TrainState, train: Data, test: Data, *, epochs: int, batch_size: int,
             seed: int, checkpoints: Checkpoints | None = None, history: list | None = None,
-            meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500
-            ) -> tuple[TrainState, list[dict]]:
+            meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
+            eval_split: str = "test") -> tuple[TrainState, list[dict]]:
         """Train from ``len(history)`` epochs done up to ``epochs``, evaluating on ``test``
-        (with ``epoch_tta``'s views) and checkpointing after every epoch. Returns the final
-        state and the full history."""
+        (with ``epoch_tta``'s views; ``eval_split`` names it in the printed line) and
+        checkpointing after every epoch. Returns the final state and the full history."""
         history = list(history or [])
         run_key = jax.random.key(seed)
         for epoch in range(len(history) + 1, epochs + 1):
@@ -354,7 +354,8 @@ class Trainer:
             history.append(record)
             compiled = f", compiling {c2 - c0:.1f} s" if c2 > c0 else ""
             tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, "
-                       f"test loss {result.loss:.4f}, test accuracy {100 * result.accuracy:.2f}% "
+                       f"{eval_split} loss {result.loss:.4f}, {eval_split} accuracy "
+                       f"{100 * result.accuracy:.2f}% "
                        f"({record['train_time_s']:.1f} s training{compiled})")
             if checkpoints is not None:
                 checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
