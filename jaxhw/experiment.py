@@ -270,11 +270,11 @@ class Plan:
 
     ``init_state(seed)`` returns a fresh state; ``test`` is evaluated after every epoch and
     ``final`` (default ``test``) at the end; ``eval_split`` names ``test`` in the printed
-    lines and plots ("validation" where ``final`` is the test split); ``class_names`` asks for the per-class table
-    and the confusion matrix; ``finish(state, folder, results)`` runs after the final
-    evaluation (decoding, attention plots, ...) and returns entries for results.json;
-    ``metric`` is the results entry that ``--seeds`` summarises; ``extra`` holds constant
-    entries for results.json."""
+    lines and plots ("validation" where ``final`` is the test split); ``class_names`` asks
+    for the per-class table and the confusion matrix; ``finish(state, folder, results)``
+    runs after the final evaluation (decoding, attention plots, ...) and returns entries
+    for results.json; ``metric`` is the results entry that ``--seeds`` summarises;
+    ``extra`` holds constant entries for results.json."""
 
     trainer: Trainer
     train: Data
