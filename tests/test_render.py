@@ -29,8 +29,24 @@ def test_tidy_merges_a_streams_consecutive_outputs_and_drops_emptied_ones():
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"), cell])
     tidy(nb)
     kinds = [(o.output_type, o.get("name"), o.get("text")) for o in nb.cells[1].outputs]
-    assert kinds == [("stream", "stdout", "model: 1,000 parameters\n"),
-                     ("stream", "stdout", "epoch 1: accuracy 50 %\n"),
+    assert kinds == [("stream", "stdout", "model: 1,000 parameters\nepoch 1: accuracy 50 %\n"),
                      ("display_data", None, None),
                      ("stream", "stdout", "done\n")]
     assert "outputs" not in nb.cells[0]
+
+
+def test_stored_notebooks_hold_settled_outputs():
+    """The committed notebooks were rendered (or tidied) by render.py: no stream output
+    still holds carriage returns, and no cell holds two consecutive outputs of one stream."""
+    from pathlib import Path
+    folder = Path(__file__).resolve().parents[1] / "experiments" / "notebooks"
+    notebooks = sorted(folder.glob("*.ipynb"))
+    assert len(notebooks) == 4
+    for path in notebooks:
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            outs = cell.get("outputs", [])
+            streams = [o for o in outs if o.output_type == "stream"]
+            assert all("\r" not in o.text for o in streams), path.name
+            assert not any(a.output_type == b.output_type == "stream" and a.name == b.name
+                           for a, b in zip(outs, outs[1:])), path.name

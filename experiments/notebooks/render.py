@@ -64,23 +64,31 @@ def settle(text: str) -> str:
     return "\n".join(kept)
 
 
+def _merge_streams(outputs: list) -> list:
+    """``outputs`` with each run of consecutive outputs of one stream joined into one."""
+    merged = []
+    for out in outputs:
+        if (out.output_type == "stream" and merged
+                and merged[-1].output_type == "stream" and merged[-1].name == out.name):
+            merged[-1].text += out.text
+        else:
+            merged.append(out)
+    return merged
+
+
 def tidy(nb: nbformat.NotebookNode) -> None:
     """Merge each cell's consecutive outputs of one stream (stdout, stderr) and settle their
     carriage returns, so the stored notebook shows what a reader's screen showed, not every
-    progress-bar update; a stream left empty is dropped."""
+    progress-bar update; a stream left empty is dropped (and what it separated, joined)."""
     for cell in nb.cells:
-        merged = []
-        for out in cell.get("outputs", []):
-            if (out.output_type == "stream" and merged
-                    and merged[-1].output_type == "stream" and merged[-1].name == out.name):
-                merged[-1].text += out.text
-            else:
-                merged.append(out)
+        if "outputs" not in cell:
+            continue
+        merged = _merge_streams(cell.outputs)
         for out in merged:
             if out.output_type == "stream":
                 out.text = settle(out.text)
-        if "outputs" in cell:
-            cell.outputs = [o for o in merged if o.output_type != "stream" or o.text.strip()]
+        cell.outputs = _merge_streams(
+            [o for o in merged if o.output_type != "stream" or o.text.strip()])
 
 
 def render(name: str, data_dir: str, work: Path) -> Path:
