@@ -314,7 +314,8 @@ def inference(cfg: Config) -> Inference:
     spec = get_spec("cifar10")
     return Inference(build_model(cfg, compute_dtype(cfg.dtype)),
                      Preprocess(CIFAR_MEAN, CIFAR_STD), tta=tta_level(cfg),
-                     class_names=spec.class_names, image_shape=spec.image_shape)
+                     class_names=spec.class_names, image_shape=spec.image_shape,
+                     compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast))
 
 
 def tta_level(cfg: Config) -> int:

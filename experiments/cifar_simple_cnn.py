@@ -63,7 +63,8 @@ def inference(cfg: Config) -> Inference:
     model = SimpleCNN(conv=layers.conv, max_pool=layers.max_pool,
                       dtype=compute_dtype(cfg.dtype))
     return Inference(model, PREPROCESS, class_names=get_spec("cifar10").class_names,
-                     image_shape=get_spec("cifar10").image_shape)
+                     image_shape=get_spec("cifar10").image_shape,
+                     compiler_options=cpu_conv_options(layers.fast))
 
 
 def run(cfg: Config) -> dict:

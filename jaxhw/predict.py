@@ -49,6 +49,7 @@ class Inference:
     boundaries: tuple[int, ...] = ()
     seq_len: int = 0                # sequences: longest source
     vocab: int = 0
+    compiler_options: dict[str, str] | None = None  # XLA options, as the run's steps had
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,7 +159,8 @@ class Predictor:
     epoch: int
 
     def __post_init__(self):
-        self._forward = jax.jit(self._logits)
+        # The training run's XLA options (on a CPU: convolutions kept out of YNNPACK).
+        self._forward = jax.jit(self._logits, compiler_options=self.inference.compiler_options)
 
     def _logits(self, variables, x):
         from jaxhw.train.steps import eval_logits

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -70,6 +72,24 @@ def test_load_and_evaluate_use_the_final_weights_not_the_best_epoch(tiny_data, t
     again = json.loads((folder / "results.json").read_text())
     assert again["test_accuracy"] == results["test_accuracy"]
     assert again["test_loss"] == pytest.approx(results["test_loss"], rel=1e-6)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="an XLA CPU option")
+def test_an_image_predictor_compiles_as_its_run_trained():
+    """On a CPU the predictor's program keeps convolutions out of YNNPACK, as the run's
+    training and evaluation steps do (XLA's default sends them there; BetterNet predicted
+    1.34x slower so)."""
+    from experiments import cifar_inception
+    from jaxhw.predict import ImagePredictor
+    from jaxhw.train.xla_options import CPU_CONV_OPTIONS
+    inference = cifar_inception.inference(cifar_inception.Config(widths="16,16,16"))
+    assert inference.compiler_options == CPU_CONV_OPTIONS
+    x = jnp.zeros((4, 32, 32, 3), jnp.uint8)
+    variables = inference.model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    predictor = ImagePredictor(inference, variables, "cifar_inception", None, 1)
+    ours = predictor._forward.lower(variables, x).compile().as_text()
+    default = jax.jit(predictor._logits).lower(variables, x).compile().as_text()
+    assert ours.count('"__ynn_fusion"') < default.count('"__ynn_fusion"')
 
 
 def test_a_bert_run_predicts_what_it_evaluated(tiny_data, tiny_model_dir, tmp_path,
