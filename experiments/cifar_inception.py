@@ -342,8 +342,8 @@ def run(cfg: Config) -> dict:
     name = "cifar_inception" if cfg.model == "betternet" else f"cifar_{cfg.model}"
     if cfg.predict:
         return predict_from(name, cfg)
-    dtype = start(cfg, name)
-    model = build_model(cfg, dtype)
+    start(cfg, name)
+    net = inference(cfg)  # the model and XLA options that jaxhw.load rebuilds
     images = load_images(cfg, "cifar10", cfg.batch_size)
     steps_per_epoch = len(images.train_y) // cfg.batch_size
     # The whitening stem comes from the images as loaded, before any flip.
@@ -352,8 +352,8 @@ def run(cfg: Config) -> dict:
     if cfg.alternate_flip:  # a random half of the images is mirrored once, for good
         images = dataclasses.replace(images, train_x=preflip(cfg.seed, images.train_x))
     trainer = engine_trainer(
-        cfg, model, make_optimizer(cfg, steps_per_epoch),
-        compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast),
+        cfg, net.model, make_optimizer(cfg, steps_per_epoch),
+        compiler_options=net.compiler_options,
         loss_fn=classification_loss(cfg.label_smoothing),
         preprocess=Preprocess(CIFAR_MEAN, CIFAR_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               pad_mode=cfg.crop_mode, alternate_flip=cfg.alternate_flip,

@@ -73,13 +73,11 @@ def run(cfg: Config) -> dict:
     name = "cifar_simple_cnn"
     if cfg.predict:
         return predict_from(name, cfg)
-    dtype = start(cfg, name)
+    start(cfg, name)
     images = load_images(cfg, "cifar10", cfg.batch_size)
-    layers = ops.layers(cfg.conv)
-    trainer = engine_trainer(
-        cfg, SimpleCNN(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype),
-        optax.sgd(cfg.lr, cfg.momentum), compiler_options=cpu_conv_options(layers.fast),
-        preprocess=PREPROCESS)
+    net = inference(cfg)  # the model and XLA options that jaxhw.load rebuilds
+    trainer = engine_trainer(cfg, net.model, optax.sgd(cfg.lr, cfg.momentum),
+                             compiler_options=net.compiler_options, preprocess=net.preprocess)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.print_every)],
                       learning_rate=lambda step: cfg.lr)

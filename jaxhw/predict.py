@@ -49,7 +49,7 @@ class Inference:
     boundaries: tuple[int, ...] = ()
     seq_len: int = 0                # sequences: longest source
     vocab: int = 0
-    compiler_options: dict[str, str] | None = None  # XLA options, as the run's steps had
+    compiler_options: dict[str, str] | None = None  # the experiment's XLA options (CPU conv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,13 +144,20 @@ def load(folder: str | Path, epoch: int | str = "final") -> "Predictor":
     cfg = _config(module, config, folder)
     variables, epoch = _variables(checkpoints, epoch)
     cls = {"image": ImagePredictor, "text": TextPredictor, "sequence": SequencePredictor}[kind]
-    return cls(module.inference(cfg), variables, name=name, folder=folder, epoch=epoch)
+    from jaxhw.experiment import engine_options
+    inference = module.inference(cfg)
+    # Compiled as the run's steps were: the experiment's options plus the saved
+    # --gpu-autotune and --deterministic.
+    inference = dataclasses.replace(
+        inference, compiler_options=engine_options(cfg, inference.compiler_options))
+    return cls(inference, variables, name=name, folder=folder, epoch=epoch)
 
 
 @dataclasses.dataclass
 class Predictor:
     """A model with restored variables. ``inference`` is what the experiment's
-    ``inference(cfg)`` returns: the model and how inputs are prepared for it."""
+    ``inference(cfg)`` returns: the model, how inputs are prepared for it, and the XLA
+    options its programs compile with (:func:`load` adds the run's engine flags)."""
 
     inference: Any
     variables: dict
@@ -159,7 +166,6 @@ class Predictor:
     epoch: int
 
     def __post_init__(self):
-        # The training run's XLA options (on a CPU: convolutions kept out of YNNPACK).
         self._forward = jax.jit(self._logits, compiler_options=self.inference.compiler_options)
 
     def _logits(self, variables, x):
@@ -245,7 +251,8 @@ class SequencePredictor(Predictor):
         from jaxhw.models.transformer import greedy_decode
         inf = self.inference
         self._decode = jax.jit(lambda params, src: greedy_decode(inf.model, params, src, BOS,
-                                                                 EOS, inf.max_len))
+                                                                 EOS, inf.max_len),
+                               compiler_options=inf.compiler_options)
 
     def predict(self, sequences: Sequence[Sequence[int]]) -> list[Prediction]:
         """``sequences``: lists of token ids in ``[3, vocab)``, at most ``--seq-len`` long."""

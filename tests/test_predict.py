@@ -62,6 +62,9 @@ def test_load_and_evaluate_use_the_final_weights_not_the_best_epoch(tiny_data, t
     test = load_split("cifar10", "test", str(tiny_data))
     predictor = jaxhw.load(folder)
     assert predictor.epoch == 2
+    if jax.default_backend() == "cpu":  # compiled as the run's steps: CPU convolutions
+        from jaxhw.train.xla_options import CPU_CONV_OPTIONS
+        assert predictor.inference.compiler_options == CPU_CONV_OPTIONS
     _check_against_evaluation(predictor, test.images, test.labels, results)
     assert jaxhw.load(folder, epoch="best").epoch == 1 == jaxhw.load(folder, epoch=1).epoch
     with pytest.raises(CheckpointError, match=r"epoch 7 is not kept.*'final', 'best'.*\[1, 2\]"):
