@@ -22,6 +22,10 @@ config must be the row's; with ``--seeds 1``, one ``seed_<s>`` folder of a sever
 run will do). Writes ``benchmarks/results/cifar_ablation.json`` (gpu) or
 ``cifar_cpu_ablation.json`` (cpu; the older cpu presets' go to ``cifar_cpu_v3_ablation.json``
 and ``cifar_cpu_v1_ablation.json``) and a Markdown table next to it, with the host CPU.
+A call adds its rows to the ones already in that file (a row run again replaces its line;
+the text above the Markdown table stays), so rows run on different days make one table;
+only rows of the same preset, seeds, ``--extra`` and CPU share a file: ``--fresh`` starts
+a new one.
 """
 
 from __future__ import annotations
@@ -248,15 +252,52 @@ def adopt_full_run(run: Path, args: "Config", work: Path) -> None:
                                                         "adopted_from": str(run)}))
 
 
+TABLE_START = "Rows of --preset "  # the Markdown table's first line; text above it is kept
+
+
+def earlier_rows(out: Path, setting: dict) -> tuple[list[dict], str]:
+    """The rows already in ``out`` and the Markdown text above their table, to add this
+    call's rows to. ``setting``: this call's preset, seeds, extra and host CPU, which the
+    file's must equal (rows of another setting do not compare); a one-line ConfigError
+    otherwise, or when ``out`` is not an ablation table."""
+    if not out.exists():
+        return [], ""
+    try:
+        saved = json.loads(out.read_text())
+        rows = saved["rows"]
+        theirs = {k: saved[k] for k in setting}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--out {out}: not an ablation table ({type(e).__name__}: {e}); "
+                          f"pass another --out, or --fresh to replace it") from None
+    differ = [f"{k} {theirs[k]!r} (this call: {setting[k]!r})"
+              for k in setting if theirs[k] != setting[k]]
+    if differ:
+        raise ConfigError(f"--out {out} holds rows of another setting: {'; '.join(differ)}; "
+                          f"pass another --out, or --fresh to replace them")
+    md = out.with_suffix(".md")
+    text = md.read_text() if md.exists() else ""
+    return rows, text[:text.index(TABLE_START)] if TABLE_START in text else ""
+
+
+def merge_rows(earlier: list[dict], new: list[dict], preset: str) -> list[dict]:
+    """``earlier`` with ``new``'s rows added, a new row replacing the earlier one of its
+    name, in the preset's row order (rows it no longer has last)."""
+    by_name = {r["row"]: r for r in earlier} | {r["row"]: r for r in new}
+    order = list(ROWS[preset])
+    return sorted(by_name.values(),
+                  key=lambda r: order.index(r["row"]) if r["row"] in order else len(order))
+
+
 def table(rows: list[dict], preset: str) -> str:
-    lines = [f"Rows of --preset {preset}; host CPU {host.cpu_name()}, flags "
+    lines = [f"{TABLE_START}{preset}; host CPU {host.cpu_name()}, flags "
              f"{' '.join(host.cpu_flags()) or 'unknown'}.", "",
              "| row | change | mean test accuracy | std | seeds | training s per seed | "
              "final evaluation s | compile s | device, dtype |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['row']} | {ROWS[preset][r['row']].change} | error: "
+            change = ROWS[preset][r["row"]].change if r["row"] in ROWS[preset] else ""
+            lines.append(f"| {r['row']} | {change} | error: "
                          f"{r['error']} | | | | | | |")
             continue
         train = f"{r['mean_train_s']:.2f}" + (" (the full row's)" if r["eval_only"] else "")
@@ -289,7 +330,9 @@ class Config(Checked):
     out: str | None = flag(None, "JSON output (default: benchmarks/results/"
                                  "cifar_ablation.json for gpu, cifar_cpu_ablation.json for "
                                  "cpu, cifar_cpu_v3_ablation.json for cpu-v3, "
-                                 "cifar_cpu_v1_ablation.json for cpu-v1)")
+                                 "cifar_cpu_v1_ablation.json for cpu-v1); this call's rows "
+                                 "are added to the rows already there")
+    fresh: bool = flag(False, "replace --out's rows and notes instead of adding to them")
 
     def names(self) -> list[str]:
         return self.rows.split(",") if self.rows else list(ROWS[self.preset])
@@ -330,6 +373,9 @@ def main(argv=None) -> list[dict]:
     out = Path(args.out) if args.out else OUT[args.preset]
     args = dataclasses.replace(args, compile_cache=args.compile_cache
                                or str(work / "compile_cache"))
+    setting = {"preset": args.preset, "seeds": args.seeds, "extra": args.extra,
+               "host_cpu": host.cpu_name(), "host_cpu_flags": host.cpu_flags()}
+    earlier, notes = ([], "") if args.fresh else earlier_rows(out, setting)
     if args.full_run:
         adopt_full_run(Path(args.full_run), args, work)
     rows, start = [], time.perf_counter()
@@ -340,12 +386,11 @@ def main(argv=None) -> list[dict]:
             rows.append(run_row(name, args, work))
         except (Exception, SystemExit) as e:  # one broken row must not hide the others
             rows.append({"row": name, "error": f"{type(e).__name__}: {e}"})
+        every = merge_rows(earlier, rows, args.preset)
         out.parent.mkdir(parents=True, exist_ok=True)  # after every row: none is lost
-        out.write_text(json.dumps({"preset": args.preset, "rows": rows, "extra": args.extra,
-                                   "seeds": args.seeds, "host_cpu": host.cpu_name(),
-                                   "host_cpu_flags": host.cpu_flags(),
+        out.write_text(json.dumps({**setting, "rows": every,
                                    "total_s": time.perf_counter() - start}, indent=2))
-        out.with_suffix(".md").write_text(table(rows, args.preset) + "\n")
+        out.with_suffix(".md").write_text(notes + table(every, args.preset) + "\n")
     print(table(rows, args.preset))
     print(f"written: {out} and {out.with_suffix('.md')} (runs in {work})")
     return rows

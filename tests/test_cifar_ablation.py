@@ -162,3 +162,57 @@ def test_fast_bn_biases_row_is_the_gpu_presets_batch_norm_bias_training():
     changed = {k: v for k, v in row.items() if full.get(k) != v}
     gpu = cifar_inception.PRESETS["gpu"]
     assert changed == {"bn_scale": gpu["bn_scale"], "bn_bias_lr": gpu["bn_bias_lr"]}
+
+
+def _row(name: str, accuracy: float) -> dict:
+    """A finished row as run_row records it."""
+    return {"row": name, "change": name, "flags": [], "eval_only": False,
+            "mean_accuracy": accuracy, "std_accuracy": 0.0, "seeds": 1, "mean_train_s": 1.0,
+            "final_eval_s": 1.0, "compile_s": 1.0, "device": "1 x cpu", "dtype": "float32"}
+
+
+def test_rows_are_merged_in_the_presets_order():
+    earlier = [_row("full", 0.90), _row("lookahead", 0.89), _row("gone", 0.5)]
+    merged = cifar_ablation.merge_rows(earlier, [_row("no_tta", 0.88), _row("full", 0.91)],
+                                       "cpu")
+    assert [r["row"] for r in merged] == ["full", "no_tta", "lookahead", "gone"]
+    assert merged[0]["mean_accuracy"] == 0.91  # the row run again replaces the earlier one
+
+
+def test_a_call_adds_its_rows_to_the_table_already_written(tmp_path, data):
+    """Rows run in another call stay in --out, and so does the text above the table;
+    rows of another setting are refused in one line before anything runs."""
+    run, out = tmp_path / "run", tmp_path / "cpu.json"
+    cifar_inception.main(["--data-dir", str(data), *TINY.split(), "--checkpoint-dir", str(run)])
+    argv = ["--preset", "cpu", "--data-dir", str(data), "--seeds", "1", "--extra", TINY,
+            "--out", str(out), "--work", str(tmp_path / "work"), "--full-run", str(run)]
+    cifar_ablation.main([*argv, "--rows", "full"])
+    saved = json.loads(out.read_text())
+    saved["rows"].append(_row("lookahead", 0.5))  # a row run earlier, elsewhere
+    out.write_text(json.dumps(saved))
+    md = out.with_suffix(".md")
+    md.write_text("How these rows were run.\n\n" + md.read_text())
+
+    cifar_ablation.main([*argv, "--rows", "full,no_tta"])
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["row"] for r in rows] == ["full", "no_tta", "lookahead"]
+    assert "error" not in rows[1] and rows[2]["mean_accuracy"] == 0.5
+    text = md.read_text()
+    assert text.startswith("How these rows were run.\n\nRows of --preset cpu;")
+    assert "| no_tta |" in text and "| lookahead |" in text
+
+    with pytest.raises(ConfigError, match=r"another setting: seeds 1 \(this call: 2\).*--fresh"):
+        cifar_ablation.main([*argv[:4], "--seeds", "2", *argv[6:-2], "--rows", "full"])
+    assert json.loads(out.read_text())["rows"] == rows  # refused: nothing written
+
+    cifar_ablation.main([*argv, "--rows", "full", "--fresh"])
+    assert [r["row"] for r in json.loads(out.read_text())["rows"]] == ["full"]
+    assert md.read_text().startswith("Rows of --preset cpu;")
+
+
+def test_an_out_file_that_is_not_a_table_is_one_line(tmp_path, data):
+    out = tmp_path / "cpu.json"
+    out.write_text("{broken")
+    with pytest.raises(ConfigError, match="not an ablation table.*--fresh"):
+        cifar_ablation.main(["--preset", "cpu", "--data-dir", str(data), "--seeds", "1",
+                             "--rows", "full", "--out", str(out)])
