@@ -25,6 +25,9 @@ def test_tidy_merges_a_streams_consecutive_outputs_and_drops_emptied_ones():
         out("stream", name="stdout", text="accuracy 50 %\n"),
         out("display_data", data={"text/plain": "<Figure>"}),
         out("stream", name="stdout", text="done\n"),
+        out("stream", name="stderr", text=(
+            "/home/u/venv/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update "
+            "jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n")),
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# title"), cell])
     tidy(nb)
@@ -37,7 +40,8 @@ def test_tidy_merges_a_streams_consecutive_outputs_and_drops_emptied_ones():
 
 def test_stored_notebooks_hold_settled_outputs():
     """The committed notebooks were rendered (or tidied) by render.py: no stream output
-    still holds carriage returns, and no cell holds two consecutive outputs of one stream."""
+    still holds carriage returns or the rendering kernel's missing-ipywidgets warning, and
+    no cell holds two consecutive outputs of one stream."""
     from pathlib import Path
     folder = Path(__file__).resolve().parents[1] / "experiments" / "notebooks"
     notebooks = sorted(folder.glob("*.ipynb"))
@@ -48,5 +52,6 @@ def test_stored_notebooks_hold_settled_outputs():
             outs = cell.get("outputs", [])
             streams = [o for o in outs if o.output_type == "stream"]
             assert all("\r" not in o.text for o in streams), path.name
+            assert not any("IProgress not found" in o.text for o in streams), path.name
             assert not any(a.output_type == b.output_type == "stream" and a.name == b.name
                            for a, b in zip(outs, outs[1:])), path.name

@@ -12,6 +12,7 @@ and commit gave the outputs. Runs go to a temporary folder, not ``checkpoints/``
 from __future__ import annotations
 
 import argparse
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -64,6 +65,13 @@ def settle(text: str) -> str:
     return "\n".join(kept)
 
 
+# tqdm's warning that the rendering kernel has no ipywidgets (its bars fall back to text):
+# a fact of the machine that rendered, not of the notebook (Colab has ipywidgets). Two
+# lines: the warning, with the path of that machine's tqdm, and the line that raised it.
+NO_WIDGETS = re.compile(r"[^\n]*TqdmWarning: IProgress not found[^\n]*\n"
+                        r"(?:[ \t]+from \.autonotebook import[^\n]*\n)?")
+
+
 def _merge_streams(outputs: list) -> list:
     """``outputs`` with each run of consecutive outputs of one stream joined into one."""
     merged = []
@@ -79,14 +87,15 @@ def _merge_streams(outputs: list) -> list:
 def tidy(nb: nbformat.NotebookNode) -> None:
     """Merge each cell's consecutive outputs of one stream (stdout, stderr) and settle their
     carriage returns, so the stored notebook shows what a reader's screen showed, not every
-    progress-bar update; a stream left empty is dropped (and what it separated, joined)."""
+    progress-bar update; drop the rendering machine's missing-ipywidgets warning; a stream
+    left empty is dropped (and what it separated, joined)."""
     for cell in nb.cells:
         if "outputs" not in cell:
             continue
         merged = _merge_streams(cell.outputs)
         for out in merged:
             if out.output_type == "stream":
-                out.text = settle(out.text)
+                out.text = NO_WIDGETS.sub("", settle(out.text))
         cell.outputs = _merge_streams(
             [o for o in merged if o.output_type != "stream" or o.text.strip()])
 
