@@ -99,6 +99,18 @@ def test_full_run_may_be_one_seed_of_a_several_seed_run(tmp_path, data):
     assert Checkpoints(work / "full").epochs() == [1, 2]  # the adopted run is kept whole
 
 
+def _values(preset: str, row: str) -> dict:
+    """cifar_inception's Config fields for ``row`` of ``preset``'s ablation."""
+    args = cifar_ablation.Config(data_dir="x", preset=preset, seeds=1, compile_cache="off")
+    return cifar_ablation._row_values(cifar_ablation.row_argv(row, args))
+
+
+def _changed(preset: str, row: str) -> dict:
+    """The fields ``row`` of ``preset``'s ablation sets otherwise than its full row."""
+    full = _values(preset, "full")
+    return {k: v for k, v in _values(preset, row).items() if full.get(k) != v}
+
+
 def test_cpu_v1_rows_add_the_speed_run_ingredients_to_the_old_preset():
     """--preset cpu-v1 ablates the cpu preset as it was: each row adds one ingredient."""
     args = cifar_ablation.Config(data_dir="x", preset="cpu-v1", seeds=1, compile_cache="off")
@@ -124,10 +136,7 @@ def test_cpu_v3_pad_4_row_is_the_cpu_v2_preset():
 def test_cpu_v3_row_undoes_the_cpu_presets_changes():
     """The cpu preset's cpu_v3 row undoes all three of its training changes: it trains
     cpu-v3, and evaluates it with the cpu preset's 50 views (cpu-v3 itself used six)."""
-    args = cifar_ablation.Config(data_dir="x", preset="cpu", seeds=1, compile_cache="off")
-    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
-    v3 = cifar_ablation._row_values(cifar_ablation.row_argv("cpu_v3", args))
-    changed = {k: v for k, v in v3.items() if full.get(k) != v}
+    changed = _changed("cpu", "cpu_v3")
     assert changed == {"widths": "64,128,256", "epochs": 12, "label_smoothing": 0.1}
     assert cifar_inception.PRESETS["cpu-v3"] == {**changed, "tta_grid": False}
     assert cifar_ablation.OUT["cpu-v3"] not in (cifar_ablation.OUT["cpu"],
@@ -145,23 +154,16 @@ def test_rows_must_belong_to_the_preset():
 def test_every_training_row_parses_and_changes_the_full_row(preset):
     """A row's flags are valid cifar_inception flags and change what the full row trains
     (or, for an evaluation-only row, what it evaluates)."""
-    args = cifar_ablation.Config(data_dir="x", preset=preset, seeds=1, compile_cache="off")
-    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
     for name in cifar_ablation.ROWS[preset]:
         if name == "full":
             continue
-        values = cifar_ablation._row_values(cifar_ablation.row_argv(name, args))
-        changed = {k for k, v in values.items() if full.get(k) != v} - {"evaluate", "overwrite"}
+        changed = set(_changed(preset, name)) - {"evaluate", "overwrite"}
         assert changed, f"{preset} row {name} changes nothing"
 
 
 def test_fast_bn_biases_row_is_the_gpu_presets_batch_norm_bias_training():
-    args = cifar_ablation.Config(data_dir="x", preset="cpu", seeds=1, compile_cache="off")
-    full = cifar_ablation._row_values(cifar_ablation.row_argv("full", args))
-    row = cifar_ablation._row_values(cifar_ablation.row_argv("fast_bn_biases", args))
-    changed = {k: v for k, v in row.items() if full.get(k) != v}
     gpu = cifar_inception.PRESETS["gpu"]
-    assert changed == {"bn_scale": gpu["bn_scale"], "bn_bias_lr": gpu["bn_bias_lr"]}
+    assert _changed("cpu", "fast_bn_biases") == {"bn_scale": gpu["bn_scale"], "bn_bias_lr": gpu["bn_bias_lr"]}
 
 
 def _row(name: str, accuracy: float) -> dict:
