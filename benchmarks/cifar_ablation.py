@@ -1,31 +1,16 @@
-"""Ablation of a CIFAR-10 recipe: the gpu or a cpu preset (cpu, cpu-v3) with each ingredient
-switched off (and for the cpu presets, two of the gpu preset's others switched on), or the
-cpu-v1 preset with each of the gpu preset's ingredients switched on.
+"""Ablation of a cifar_inception preset (gpu or cpu): each ingredient switched off, and for
+the cpu preset, the gpu preset's others switched on.
 
     python -m benchmarks.cifar_ablation --data-dir ~/.cache/jaxhw-data --seeds 3   # a GPU
-    python -m benchmarks.cifar_ablation --preset cpu --data-dir DIR --seeds 1 \\
-        --work ~/jaxhw-cpu-ablation                                               # a CPU
-    python -m benchmarks.cifar_ablation --data-dir DIR --rows full,no_lookahead \\
-        --extra "--train-limit 10000 --widths 32,64,64"                          # a probe
+    python -m benchmarks.cifar_ablation --preset cpu --data-dir DIR --seeds 1 --work DIR2
 
-Every row runs ``python -m experiments.cifar_inception --preset P --seeds N`` plus the
-row's flags (and ``--extra``) in this process, and records the mean and standard deviation
-of the test accuracy over the seeds, the mean training time per seed (compilation
-excluded), the final evaluation's time and the compile time. Rows that change only the
-evaluation (test-time views) train nothing: they evaluate a copy of the full row's
-checkpoints with their flags (``--evaluate`` on a copy: it restores the last epoch, the
-weights of the full row's final evaluation), so their training time is the full row's.
-Rows are kept in ``--work``: a row whose folder holds the results of the same command is
-not run again, so an interrupted ablation continues where it stopped. ``--full-run`` takes
-the full row from a run made with ``python -m experiments.cifar_inception`` itself (its
-config must be the row's; with ``--seeds 1``, one ``seed_<s>`` folder of a several-seed
-run will do). Writes ``benchmarks/results/cifar_ablation.json`` (gpu) or
-``cifar_cpu_ablation.json`` (cpu; the older cpu presets' go to ``cifar_cpu_v3_ablation.json``
-and ``cifar_cpu_v1_ablation.json``) and a Markdown table next to it, with the host CPU.
-A call adds its rows to the ones already in that file (a row run again replaces its line;
-the text above the Markdown table stays), so rows run on different days make one table;
-only rows of the same preset, seeds, ``--extra`` and CPU share a file: ``--fresh`` starts
-a new one.
+Every row runs ``python -m experiments.cifar_inception --preset P --seeds N`` plus its flags
+(and ``--extra``) and records the test accuracy over the seeds (mean, std), the training time
+per seed, the final evaluation's and the compile time. Rows that change only the test-time
+views evaluate a copy of the full row's checkpoints. Finished rows in ``--work`` are not run
+again; ``--full-run`` adopts a finished cifar_inception run as the full row. A call adds its
+rows to the table in ``--out`` (default ``benchmarks/results/cifar_[cpu_]ablation.json``
+and a Markdown table beside it), which only rows of the same setting and CPU share.
 """
 
 from __future__ import annotations
@@ -46,9 +31,7 @@ from jaxhw import config, host
 from jaxhw.config import Checked, ConfigError, Items, build_parser, flag
 
 RESULTS = Path("benchmarks/results")
-OUT = {"gpu": RESULTS / "cifar_ablation.json", "cpu": RESULTS / "cifar_cpu_ablation.json",
-       "cpu-v3": RESULTS / "cifar_cpu_v3_ablation.json",
-       "cpu-v1": RESULTS / "cifar_cpu_v1_ablation.json"}
+OUT = {"gpu": RESULTS / "cifar_ablation.json", "cpu": RESULTS / "cifar_cpu_ablation.json"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +40,6 @@ class Row:
     flags: tuple[str, ...]    # added to --preset P
     eval_only: bool = False   # only the evaluation changes: evaluate the full row's weights
 
-
-# Rows that several cpu presets' ablations have.
-NO_TTA = Row("no test-time augmentation", ("--no-tta",), eval_only=True)
-LOOKAHEAD = Row("lookahead weight averaging", ("--lookahead",))
-SMOOTHING_02 = Row("label smoothing 0.2 instead of 0.1", ("--label-smoothing", "0.2"))
-TTA_MIRROR_ONLY = Row("2 test-time views (image, mirror) instead of 6", ("--no-tta-translate",),
-                      eval_only=True)
-NO_WHITEN = Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of the frozen "
-                "whitening stem", ("--no-whiten",))
-RANDOM_FLIP = Row("random flips instead of alternating ones", ("--no-alternate-flip",))
-PAD_4 = ("--crop-pad", "4", "--crop-mode", "constant")
 
 # preset -> row name -> Row
 ROWS: dict[str, dict[str, Row]] = {
@@ -96,62 +68,32 @@ ROWS: dict[str, dict[str, Row]] = {
                       ("--widths", "64,192,192")),
         "float32": Row("float32 instead of bfloat16 (on a GPU)", ("--dtype", "float32")),
     },
-    # The cpu preset: each of its changes to cpu-v3 undone (narrower stages, two more
-    # epochs, no label smoothing), each speed-run ingredient it took switched off, then the
-    # three it did not take switched on.
+    # The cpu preset: its size, epochs and label smoothing changed, each speed-run
+    # ingredient it has switched off, then the three it does not have switched on.
     "cpu": {
         "full": Row("the cpu preset as it is", ()),
         "tta_six_views": Row("airbench's 6 test-time views (image, mirror, 1-pixel shifts) "
-                             "instead of 50 (cpu-v4)", ("--no-tta-grid",), eval_only=True),
+                             "instead of 50", ("--no-tta-grid",), eval_only=True),
         "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 50",
                                ("--no-tta-translate",), eval_only=True),
-        "no_tta": NO_TTA,
+        "no_tta": Row("no test-time augmentation", ("--no-tta",), eval_only=True),
         "epochs_12": Row("12 epochs instead of 14", ("--epochs", "12")),
         "epochs_16": Row("16 epochs instead of 14", ("--epochs", "16")),
         "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",
                                    ("--label-smoothing", "0.1")),
-        "cpu_v3": Row("cpu-v3's training: stages of 64,128,256 channels instead of "
-                      "64,96,192, 12 epochs and label smoothing 0.1",
+        "wide_stages": Row("stages of 64,128,256 channels instead of 64,96,192, 12 epochs "
+                           "and label smoothing 0.1",
                       ("--widths", "64,128,256", "--epochs", "12", "--label-smoothing", "0.1")),
-        "no_whiten": NO_WHITEN,
-        "random_flip": RANDOM_FLIP,
+        "no_whiten": Row("the trained 3x3 conv + BN stem at 32x32 and a 2x2 pool instead of "
+                         "the frozen whitening stem", ("--no-whiten",)),
+        "random_flip": Row("random flips instead of alternating ones", ("--no-alternate-flip",)),
         "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones",
-                     PAD_4),
-        "lookahead": LOOKAHEAD,
+                     ("--crop-pad", "4", "--crop-mode", "constant")),
+        "lookahead": Row("lookahead weight averaging", ("--lookahead",)),
         "label_smoothing_0.2": Row("label smoothing 0.2 instead of 0",
                                    ("--label-smoothing", "0.2")),
         "fast_bn_biases": Row("no batch-norm scale and 64x the learning rate on batch-norm "
                               "biases (the gpu preset's)", ("--no-bn-scale", "--bn-bias-lr", "64")),
-    },
-    # cpu-v3 (the cpu preset before its narrower stages): the same, on its net.
-    "cpu-v3": {
-        "full": Row("the cpu-v3 preset as it is", ()),
-        "tta_mirror_only": TTA_MIRROR_ONLY,
-        "no_tta": NO_TTA,
-        "no_whiten": NO_WHITEN,
-        "random_flip": RANDOM_FLIP,
-        "pad_4": Row("4-pixel zero-padded crops instead of 2-pixel reflected ones (cpu-v2)",
-                     PAD_4),
-        "epochs_10": Row("10 epochs instead of 12", ("--epochs", "10")),
-        "lookahead": LOOKAHEAD,
-        "label_smoothing_0.2": SMOOTHING_02,
-    },
-    # The cpu preset before the speed-run ingredients: each row adds one (cost and gain on
-    # a CPU), the last adds them all.
-    "cpu-v1": {
-        "full": Row("the cpu-v1 preset as it is", ()),
-        "tta_translate": Row("6 test-time views (image, mirror, 2-pixel shifts) instead of 2",
-                             ("--tta-translate",), eval_only=True),
-        "no_tta": NO_TTA,
-        "whiten": Row("frozen 2x2 patch-whitening stem and a 2x2 pool instead of the trained "
-                      "3x3 conv + BN stem at 32x32", ("--whiten",)),
-        "lookahead": LOOKAHEAD,
-        "label_smoothing_0.2": SMOOTHING_02,
-        "alternate_flip": Row("alternating flips instead of random ones", ("--alternate-flip",)),
-        "all": Row("all of the above; 6 test-time views at the end only (plain images after "
-                   "each epoch)", ("--whiten", "--lookahead", "--label-smoothing", "0.2",
-                                   "--alternate-flip", "--tta-translate", "--epoch-tta",
-                                   "none")),
     },
 }
 ALL_ROWS = tuple(dict.fromkeys(name for rows in ROWS.values() for name in rows))
@@ -329,9 +271,7 @@ class Config(Checked):
                                            "work folder)")
     out: str | None = flag(None, "JSON output (default: benchmarks/results/"
                                  "cifar_ablation.json for gpu, cifar_cpu_ablation.json for "
-                                 "cpu, cifar_cpu_v3_ablation.json for cpu-v3, "
-                                 "cifar_cpu_v1_ablation.json for cpu-v1); this call's rows "
-                                 "are added to the rows already there")
+                                 "cpu); this call's rows are added to the rows already there")
     fresh: bool = flag(False, "replace --out's rows and notes instead of adding to them")
 
     def names(self) -> list[str]:

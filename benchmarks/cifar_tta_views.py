@@ -52,7 +52,7 @@ SETS: dict[str, tuple[str, dict[View, float]]] = {
     "image": ("the image alone", {(0, 0, False): 1.0}),
     "mirror": ("the image and its mirror (2)", _with_mirrors([(0, 0)])),
     "airbench_6": ("airbench's six: image and mirror at 1/4, shifted 1 px down-right and "
-                   "up-left with mirrors at 1/8 (the gpu preset, cpu-v4)",
+                   "up-left with mirrors at 1/8 (the gpu preset)",
                    {**{v: 2.0 for v in _with_mirrors([(0, 0)])},
                     **_with_mirrors([(1, 1), (-1, -1)])}),
     "plus_1px_10": ("the image and its 1-pixel shifts up, down, left, right, with mirrors "

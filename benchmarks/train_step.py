@@ -3,10 +3,10 @@
     pip install -r benchmarks/requirements.txt
     python -m benchmarks.train_step --out benchmarks/results/train_step.json
 
-For each net (SimpleCNN, a ResidualBlock stack, BetterNet's cpu-v1 net) both frameworks
-run an SGD-momentum cross-entropy step on the same random batch: a warm-up step (JAX's
-compile time is reported separately), then ``--blocks`` timed blocks of ``--steps`` steps;
-the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
+For each net (SimpleCNN, a ResidualBlock stack, BetterNet with a 3x3 stem and stages of
+64, 128 and 256 channels) both frameworks run an SGD-momentum cross-entropy step on the
+same random batch: a warm-up step (JAX's compile time is reported separately), then ``--blocks``
+timed blocks of ``--steps`` steps; the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
 ``lax``'s convolution, ``flax``'s pooling and XLA's default compile options, and "fast"
 with jaxhw's CPU versions (``jaxhw.ops``: a phase-split input gradient and pooling without
 ``select_and_scatter``, with ``jaxhw.train.xla_options.cpu_conv_options``: XLA's built-in
@@ -108,7 +108,7 @@ def torch_nets():
         def forward(self, x):
             return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
 
-    class TBetterNet(tnn.Module):  # the cpu-v1 net: stem 32, widths 64/128/256, blocks 0/1/1
+    class TBetterNet(tnn.Module):  # stem 32, widths 64/128/256, blocks 0/1/1
         def __init__(self):
             super().__init__()
             self.f = tnn.Sequential(conv_bn(3, 32, 3), tnn.MaxPool2d(2),
@@ -122,7 +122,7 @@ def torch_nets():
     return {"SimpleCNN": TSimple, "ResidualStack": TStack, "BetterNet": TBetterNet}
 
 
-# (constructor taking jaxhw.ops.Layers, batch size); BetterNet as in the cpu-v1 preset.
+# (constructor taking jaxhw.ops.Layers, batch size); BetterNet with its module defaults.
 NETS = {"SimpleCNN": (lambda o: SimpleCNN(conv=o.conv, max_pool=o.max_pool), 128),
         "ResidualStack": (lambda o: ResidualStack(conv=o.conv), 256),
         "BetterNet": (lambda o: BetterNet(blocks=(0, 1, 1), conv=o.conv, max_pool=o.max_pool),

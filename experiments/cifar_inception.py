@@ -1,46 +1,16 @@
-"""Part 1-1, Problems 2-3: CNNs built from Inception and residual blocks on CIFAR-10.
+"""Part 1-1, Problems 2-3: BetterNet (Inception and residual blocks) on CIFAR-10.
 
-    python -m experiments.cifar_inception --data-dir ~/.cache/jaxhw-data            # cpu preset
-    python -m experiments.cifar_inception --preset gpu --seeds 5                    # on a GPU
+    python -m experiments.cifar_inception --data-dir ~/.cache/jaxhw-data   # cpu preset
+    python -m experiments.cifar_inception --preset gpu --seeds 5           # on a GPU
+    python -m experiments.cifar_inception --model inception_cnn            # the handout's net
 
-Trains BetterNet (jaxhw/models/cnn.py) by default, or the handout's small Inception CNN
-with --model inception_cnn.
-
-The defaults of the flags (the cpu preset) are what fast CIFAR-10 trainers use, sized for a
-2-core CPU: the whole dataset on the device, random 2-pixel translations (reflect-padded
-crops) done there; SGD with Nesterov momentum 0.9 under a one-cycle schedule; weight decay
-5e-4 on kernels only; no label smoothing. The net starts with airbench's frozen 2x2
-patch-whitening stem and a 2x2 pool (15x15), then the Inception module (64 channels) and one
-residual block at 8x8 (96 channels) and one at 4x4 (192) (XLA's CPU convolution backward
-pass is slow at large spatial size x batch). Of the gpu preset's speed-run ingredients it
-takes the four that paid on a CPU: the whitening stem (a faster first layer), alternating
-flips, 2-pixel reflected translations instead of 4-pixel zero-padded crops, and test-time
-views. After every epoch it evaluates the image and its mirror (each view is one more
-forward pass over the test set); the final evaluation averages 50 views, every shift of up
-to 2 pixels (the translations it trained on) and the mirror of each, which took 0.12 to
-0.21 points more than airbench's six views on each of four trained networks, for about 3
-minutes of evaluation on 2 cores instead of 20 s (--no-tta-grid, or --preset cpu-v4: the
-six). Its residual stages are narrower than cpu-v3's (96 and 192 channels instead of 128
-and 256: 37 % fewer FLOPs per image), which pays for 14 epochs instead of 12, and it trains
-without label smoothing (cpu-v3's 0.1 gave 89.76 % against 89.90 % on this net, seed 0; 0.2
-cost accuracy on every earlier cpu preset). The other ingredients are flags (--lookahead,
---label-smoothing, ...). Earlier cpu presets stay reachable so the comparisons can be
-rerun: --preset cpu-v4 (six test-time views at the end), cpu-v3 (128 and 256 channels, 12
-epochs, label smoothing 0.1), cpu-v2 (cpu-v3 with 4-pixel zero-padded crops) and cpu-v1
-(before the speed-run ingredients: 10 epochs). What each choice costs and gains on a CPU:
-benchmarks/results/cifar_cpu_ablation.md (this preset's ingredients, seed 0),
-cifar_cpu_tta_views.md (the test-time views), cifar_cpu_probes.md (the probes that chose
-the net) and cifar_cpu_v3_ablation.md (the ingredients, on cpu-v3's net).
-
-The gpu preset is a speed run after KellerJordan/cifar10-airbench (airbench94), with the
-assignment's blocks: a frozen 2x2 patch-whitening stem computed from the training images,
-an Inception module and ResidualBlocks that each end in a 2x2 max pool (31 -> 15 -> 7 -> 3),
-global max pooling and logits scaled by 1/9; GELU, batch norms with momentum 0.6 and no
-learned scale; batch 1024 for 10 epochs; label smoothing 0.2; Nesterov SGD whose learning
-rate is 64 times higher on batch-norm biases, with a linear warm-up / decay; lookahead
-weight averaging; alternating flips and 2-pixel reflect-padded translations; six test-time
-views; --dtype auto (bfloat16 or float16 on a GPU). Every ingredient is a flag (see
---help), so each can be switched off for an ablation (``python -m benchmarks.cifar_ablation``).
+cpu (the defaults): a frozen 2x2 patch-whitening stem, the Inception module (64 channels),
+residual blocks at 8x8 (96) and 4x4 (192); Nesterov SGD under a one-cycle schedule for 14
+epochs; alternating flips and 2-pixel reflected translations; 50 test-time views at the end.
+gpu: an airbench94-style speed run (batch 1024, 10 epochs, GELU, lookahead, label smoothing
+0.2, 64x learning rate on batch-norm biases, six test-time views, bfloat16 or float16).
+Every ingredient is a flag; ``python -m benchmarks.cifar_ablation`` switches each off.
+Results: docs/results.md.
 """
 
 from __future__ import annotations
@@ -172,28 +142,8 @@ class Config(RunConfig):
         check_batch(self, "cifar10")
 
 
-# cpu-v3: the cpu preset before its narrower stages (cpu-v2 builds on it).
-CPU_V3 = dict(widths="64,128,256", epochs=12, label_smoothing=0.1, tta_grid=False)
-
 PRESETS = {
     "cpu": {},  # the defaults above, sized for a 2-core CPU (measured: docs/results.md)
-    # Earlier cpu presets, kept so that the comparisons in docs/results.md can be rerun.
-    # cpu-v4: the cpu preset with airbench's six test-time views (89.89 %, mean of 2 seeds):
-    "cpu-v4": dict(tta_grid=False),
-    # cpu-v3: the wider stages (128, 256 channels) for 12 epochs (89.80 %, mean of 2 seeds):
-    "cpu-v3": CPU_V3,
-    # cpu-v2: cpu-v3 with 4-pixel zero-padded crops (89.03 %):
-    "cpu-v2": dict(CPU_V3, crop_pad=4, crop_mode="constant"),
-    # cpu-v1: before the speed-run ingredients (88.04 % in 10 epochs; the baseline of the
-    # target: 90 % in its training time):
-    "cpu-v1": dict(
-        whiten=False,            # the trained 3x3 conv + BN stem at 32x32, then a 2x2 pool
-        alternate_flip=False,    # random flips
-        tta_translate=False, tta_grid=False,  # 2 test-time views (image, mirror), also
-        epoch_tta="final",                     # after every epoch
-        widths="64,128,256", epochs=10, label_smoothing=0.1,
-        crop_pad=4, crop_mode="constant",  # 4-pixel zero-padded crops
-    ),
     # airbench94's recipe (its hyperparameters converted from a summed loss and PyTorch's
     # conventions; the ablation, benchmarks.cifar_ablation, measures each ingredient):
     "gpu": dict(
@@ -218,6 +168,10 @@ PRESETS = {
         print_every=1000,
     ),
 }
+
+
+# Where what left the code went (one line instead of argparse's "invalid choice").
+RETIRED = {"--preset": "earlier presets: docs/history.md names the commit that runs them"}
 
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
@@ -368,7 +322,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv=None) -> None:
-    run(config.parse(Config, __doc__, argv, PRESETS))
+    run(config.parse(Config, __doc__, argv, PRESETS, RETIRED))
 
 
 if __name__ == "__main__":

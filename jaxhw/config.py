@@ -271,12 +271,36 @@ def _prog(cls: type) -> str | None:
     return f"python -m {module}" if module else None
 
 
+def retired_error(argv: Sequence[str], retired: Mapping[str, str],
+                  presets: Mapping[str, Any] | None = None) -> str | None:
+    """The message for the first retired flag in ``argv`` (``retired``: flag -> where it
+    went; the key ``"--preset"`` stands for any preset name not in ``presets``), else
+    None."""
+    for k, arg in enumerate(argv):
+        name, _, value = arg.partition("=")
+        if name == "--preset" and "--preset" in retired and presets is not None:
+            value = value or (argv[k + 1] if k + 1 < len(argv) else "")
+            if value and value not in presets:
+                return (f"--preset {value} is not one of {', '.join(presets)}; "
+                        f"{retired['--preset']}")
+        elif name in retired and name != "--preset":
+            return f"{name} was removed: {retired[name]}"
+    return None
+
+
 def parse(cls: type[C], description: str, argv: Sequence[str] | None = None,
-          presets: Mapping[str, Mapping[str, Any]] | None = None) -> C:
+          presets: Mapping[str, Mapping[str, Any]] | None = None,
+          retired: Mapping[str, str] | None = None) -> C:
     """Parse ``argv`` into a ``cls`` instance: defaults, then the preset, then explicit
     flags. A value outside its flag's domain, or against a rule between flags, ends the
-    program as argparse does (one line on stderr, exit code 2)."""
+    program as argparse does (one line on stderr, exit code 2); so does a ``retired``
+    flag (``{"--flag": where it went}``; ``"--preset"``: where presets no longer in
+    ``presets`` went)."""
     parser = build_parser(cls, description, presets, prog=_prog(cls))
+    argv = sys.argv[1:] if argv is None else list(argv)
+    gone = retired_error(argv, retired or {}, presets)
+    if gone:
+        parser.error(gone)
     args = vars(parser.parse_args(argv))
     preset = args.pop("preset", None) if presets else None  # else a field may be "preset"
     values = dict(presets[preset]) if preset else {}

@@ -48,7 +48,6 @@ def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_di
 @pytest.mark.parametrize("name,values,want", [
     # Six views at the end, two (image and mirror) after every epoch.
     ("cpu", {}, ["eval", "eval tta=1", "train x1"]),
-    ("cpu-v1", cifar_inception.PRESETS["cpu-v1"], ["eval", "train x1"]),
     ("gpu", cifar_inception.PRESETS["gpu"], ["eval", "train x1"]),
     # Plain images after every epoch, six views at the end: an eval program for each.
     ("epoch-tta", {"tta_translate": True, "epoch_tta": "none"},

@@ -228,7 +228,7 @@ class InceptionCNN(nn.Module):
 class BetterNet(nn.Module):
     """Problem 3 (see the module docstring for the design).
 
-    Default (the cpu preset): stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool ->
+    Default: stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool ->
     Inception to ``widths[0]`` -> stages of ``blocks[s]`` ResidualBlocks at width
     ``widths[s]`` (the first block of every stage after the first halves the resolution
     with stride 2) -> global average pool -> dense.
