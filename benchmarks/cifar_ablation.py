@@ -56,8 +56,8 @@ ROWS: dict[str, dict[str, Row]] = {
                            ("--no-alternate-flip",)),
         "no_translate": Row("no 2-pixel translations while training", ("--crop-pad", "0")),
         "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 6",
-                               ("--no-tta-translate",)),
-        "no_tta": Row("no test-time augmentation", ("--no-tta",)),
+                               ("--tta", "mirror")),
+        "no_tta": Row("no test-time augmentation", ("--tta", "none")),
         "relu": Row("ReLU instead of GELU", ("--act", "relu")),
         "bn_defaults": Row("PyTorch's batch-norm defaults (momentum 0.9 here, eps 1e-5, "
                            "learned scale)", ("--bn-momentum", "0.9", "--bn-eps", "1e-5",
@@ -73,10 +73,10 @@ ROWS: dict[str, dict[str, Row]] = {
     "cpu": {
         "full": Row("the cpu preset as it is", ()),
         "tta_six_views": Row("airbench's 6 test-time views (image, mirror, 1-pixel shifts) "
-                             "instead of 50", ("--no-tta-grid",), eval_only=True),
+                             "instead of 50", ("--tta", "six"), eval_only=True),
         "tta_mirror_only": Row("2 test-time views (image, mirror) instead of 50",
-                               ("--no-tta-translate",), eval_only=True),
-        "no_tta": Row("no test-time augmentation", ("--no-tta",), eval_only=True),
+                               ("--tta", "mirror"), eval_only=True),
+        "no_tta": Row("no test-time augmentation", ("--tta", "none"), eval_only=True),
         "epochs_12": Row("12 epochs instead of 14", ("--epochs", "12")),
         "epochs_16": Row("16 epochs instead of 14", ("--epochs", "16")),
         "label_smoothing_0.1": Row("label smoothing 0.1 instead of 0",

@@ -47,7 +47,9 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-# --epoch-tta -> the per-epoch evaluation's views (None: the final evaluation's)
+# --tta -> the views of jaxhw.data.tta_views (0 to 3); --epoch-tta -> the per-epoch
+# evaluation's views (None: the final evaluation's)
+TTA = {"none": 0, "mirror": 1, "six": 2, "grid": 3}
 EPOCH_TTA = {"final": None, "mirror": 1, "none": 0}
 
 
@@ -111,14 +113,11 @@ class Config(RunConfig):
                                        "in every other epoch")
     lookahead: bool = flag(False, "airbench's lookahead weight averaging (every 5 steps from "
                                   "epoch 3 on)")
-    tta: bool = flag(True, "average the predictions of each test image and its mirror")
-    tta_translate: bool = flag(True, "with --tta, also average 1-pixel translations of both "
-                                     "(6 views, weighted as airbench does; ignored with "
-                                     "--no-tta)")
-    tta_grid: bool = flag(True, "with --tta-translate, the final evaluation averages every "
-                                "shift of up to 2 pixels (25, reflect padded: the "
-                                "translations --crop-pad 2 trains on) and the mirror of each, "
-                                "50 views, instead of airbench's six (--no-tta-grid)")
+    tta: str = flag("grid", "test-time views of the final evaluation: none (the image), "
+                            "mirror (and its mirror), six (airbench's: both also shifted "
+                            "1 pixel down-right and up-left) or grid (every shift of up to "
+                            "2 pixels, reflect padded, and its mirror: 50 views)",
+                    choices=list(TTA))
     epoch_tta: str = flag("mirror", "test-time views of the evaluation after every epoch: "
                                    "final (those of the final evaluation), mirror (the image "
                                    "and its mirror) or none (the image alone), never more "
@@ -163,7 +162,7 @@ PRESETS = {
         label_smoothing=0.2,
         crop_pad=2, crop_mode="reflect", alternate_flip=True,
         lookahead=True,
-        tta_translate=True, tta_grid=False,  # airbench's six views,
+        tta="six",                           # airbench's six views,
         epoch_tta="final",                   # also after every epoch
         print_every=1000,
     ),
@@ -171,7 +170,10 @@ PRESETS = {
 
 
 # Where what left the code went (one line instead of argparse's "invalid choice").
-RETIRED = {"--preset": "earlier presets: docs/history.md names the commit that runs them"}
+RETIRED = {"--preset": "earlier presets: docs/history.md names the commit that runs them",
+           **{flag_: "--tta none|mirror|six|grid chooses the test-time views" for flag_ in
+              ("--no-tta", "--tta-translate", "--no-tta-translate", "--tta-grid",
+               "--no-tta-grid")}}
 
 
 ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
@@ -273,19 +275,13 @@ def inference(cfg: Config) -> Inference:
 
 
 def tta_level(cfg: Config) -> int:
-    """Test-time views of the final evaluation (``jaxhw.data.tta_views``): 0 the image
-    alone, 1 also its mirror, 2 airbench's six views, 3 every shift of up to 2 pixels and
-    its mirror (50 views)."""
-    if not cfg.tta:
-        return 0
-    if not cfg.tta_translate:
-        return 1
-    return 3 if cfg.tta_grid else 2
+    """Test-time views of the final evaluation (``jaxhw.data.tta_views``'s level)."""
+    return TTA[cfg.tta]
 
 
 def epoch_tta_level(cfg: Config) -> int | None:
     """Test-time views of the evaluation after every epoch (None: the final evaluation's),
-    at most the final evaluation's (``--no-tta`` evaluates the plain images throughout)."""
+    at most the final evaluation's (``--tta none`` evaluates the plain images throughout)."""
     views = EPOCH_TTA[cfg.epoch_tta]
     return None if views is None or views >= tta_level(cfg) else views
 

@@ -5,17 +5,12 @@
     python -m experiments.transformer_toy --preset small        # the demo, minutes on a CPU
     python -m experiments.transformer_toy --task reverse        # learn to reverse sequences
 
-``--task random`` is the original demo: random tokens (vocab 5000) as source and target,
-64 x 100, teacher forcing (input tgt[:, :-1], labels tgt[:, 1:]), cross-entropy ignoring
-id 0, Adam 1e-4 / (0.9, 0.98) / 1e-9, 100 full-batch steps printing ``Epoch: N, Loss: x``.
-Random targets cannot be learned beyond memorisation, so it only shows the loss falling.
-
-``--task reverse`` (also ``copy``, ``sort``) proves the model works: variable-length
-sequences, 0-padded, trained with teacher forcing and evaluated on held-out sequences by
-greedy autoregressive decoding (a ``jax.lax`` loop under jit), reporting exact-sequence
-accuracy. They run through the runner every experiment uses (``--resume``, ``--evaluate``,
-``--seeds``), and ``--data-dir`` keeps the generated sequences (or supplies your own).
-Model-size flags left unset take the task's defaults (listed in each flag's help).
+``--task random``, the original demo: random tokens (vocab 5000) as source and target,
+teacher forcing, Adam, 100 full-batch steps printing ``Epoch: N, Loss: x`` (random targets
+can only be memorised: it shows the loss falling). ``--task reverse`` (also ``copy``,
+``sort``): variable-length sequences, evaluated on held-out ones by greedy decoding,
+reporting exact-sequence accuracy; ``--data-dir`` keeps the sequences or supplies yours.
+Model-size flags left unset take the task's defaults (each flag's help lists them).
 """
 
 from __future__ import annotations

@@ -53,9 +53,8 @@ def test_cpu_ablation_reuses_a_run_and_evaluates_without_training(tmp_path, data
     assert mirror["eval_only"] and mirror["mean_train_s"] == full["mean_train_s"]
     evaluated = {name: json.loads((work / name / "results.json").read_text())["config"]
                  for name in ("tta_mirror_only", "no_tta")}
-    assert evaluated["tta_mirror_only"]["tta"]
-    assert not evaluated["tta_mirror_only"]["tta_translate"]
-    assert not evaluated["no_tta"]["tta"]
+    assert evaluated["tta_mirror_only"]["tta"] == "mirror"
+    assert evaluated["no_tta"]["tta"] == "none"
     assert all(r["final_eval_s"] > 0 for r in rows)
     assert json.loads(out.read_text())["host_cpu_flags"] is not None
     # the full row's folder is untouched by the evaluation-only rows

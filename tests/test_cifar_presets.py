@@ -144,8 +144,17 @@ def test_cpu_preset_is_the_flags_defaults_and_its_test_time_views():
     assert cpu == _parse("--preset", "cpu")
     assert (cifar_inception.tta_level(cpu), cifar_inception.epoch_tta_level(cpu)) == (3, 1)
     assert (cifar_inception.tta_level(gpu), cifar_inception.epoch_tta_level(gpu)) == (2, None)
-    assert cifar_inception.tta_level(_parse("--no-tta-translate")) == 1
-    assert cifar_inception.tta_level(_parse("--no-tta")) == 0
+    assert [cifar_inception.tta_level(_parse("--tta", name))
+            for name in ("none", "mirror", "six", "grid")] == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("flag", ["--no-tta", "--no-tta-grid", "--tta-translate"])
+def test_the_former_test_time_view_flags_point_to_tta(flag, capsys):
+    with pytest.raises(SystemExit) as e:
+        cifar_inception.main([flag])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tta none|mirror|six|grid" in err
 
 
 def test_a_preset_not_kept_is_one_line_pointing_to_the_history(capsys):
@@ -184,9 +193,9 @@ def test_cpu_preset_trains_with_less_compute_than_wider_stages():
 
 
 def test_no_tta_and_other_models_need_no_other_flag():
-    """The defaults' six views and whitening stem give way: --no-tta evaluates plain images
-    throughout, and --model inception_cnn has no whitening stem."""
-    cfg = config.parse(cifar_inception.Config, "", ["--no-tta"], cifar_inception.PRESETS)
+    """The defaults' test-time views and whitening stem give way: --tta none evaluates plain
+    images throughout, and --model inception_cnn has no whitening stem."""
+    cfg = config.parse(cifar_inception.Config, "", ["--tta", "none"], cifar_inception.PRESETS)
     assert cifar_inception.tta_level(cfg) == 0 and cifar_inception.epoch_tta_level(cfg) is None
     cfg = config.parse(cifar_inception.Config, "", ["--model", "inception_cnn"],
                        cifar_inception.PRESETS)

@@ -50,7 +50,7 @@ def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_di
     ("cpu", {}, ["eval", "eval tta=1", "train x1"]),
     ("gpu", cifar_inception.PRESETS["gpu"], ["eval", "train x1"]),
     # Plain images after every epoch, six views at the end: an eval program for each.
-    ("epoch-tta", {"tta_translate": True, "epoch_tta": "none"},
+    ("epoch-tta", {"tta": "six", "epoch_tta": "none"},
      ["eval", "eval tta=0", "train x1"]),
 ])
 def test_the_cifar_runs_compile_a_pinned_number_of_programs(name, values, want, tmp_path):
