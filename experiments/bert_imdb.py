@@ -23,16 +23,14 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxhw import cli, config
+from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import (Plan, RunConfig, check_batch, engine_trainer, predict_from,
+from jaxhw.experiment import (engine_options, Plan, RunConfig, check_batch, engine_trainer, predict_from,
                               start, train_and_evaluate)
-from jaxhw.predict import Inference
 from jaxhw.train.precision import compute_dtype
-from jaxhw.train.steps import identity_preprocess
-from jaxhw.models.bert import HEADS, BertClassifier, load_config_and_tokenizer, load_pretrained
+from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
 from jaxhw.train import Hook, TrainState, replicate, report
 from jaxhw.train.schedules import warmup_steps
 
@@ -166,14 +164,15 @@ def boundaries_of(cfg: Config) -> list[int]:
     return sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
 
 
-def inference(cfg: Config) -> Inference:
-    """The fine-tuned classifier, its tokenizer and length buckets, for :func:`jaxhw.load`."""
-    bert_config, tokenizer = load_config_and_tokenizer(cfg.model)
-    model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
-                           dtype=compute_dtype(cfg.dtype))
-    return Inference(model, identity_preprocess, class_names=SPEC.class_names,
-                     tokenizer=tokenizer, max_len=cfg.max_len, truncation=cfg.truncation,
-                     boundaries=tuple(boundaries_of(cfg)))
+def predictor(cfg: Config) -> dict:
+    """The fine-tuned classifier's record (the pre-trained model's name, the head, the
+    tokenisation and length buckets) for :func:`jaxhw.load`."""
+    return inference.text_record(
+        "bert_classifier", dict(pretrained=cfg.model, head=cfg.head,
+                                head_hidden=cfg.head_hidden, head_dropout=cfg.head_dropout),
+        compute_dtype(cfg.dtype), class_names=SPEC.class_names, max_len=cfg.max_len,
+        truncation=cfg.truncation, boundaries=boundaries_of(cfg),
+        compiler_options=engine_options(cfg))
 
 
 def run(cfg: Config) -> dict:
@@ -230,7 +229,7 @@ def run(cfg: Config) -> dict:
                 class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
                 finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
                 learning_rate=lambda step: lr(step // cfg.accumulate),  # step: micro-batches
-                eval_split="validation")
+                eval_split="validation", predictor=predictor(cfg))
     return train_and_evaluate(name, cfg, plan)
 
 

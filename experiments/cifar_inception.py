@@ -18,23 +18,21 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxhw import cli, config, ops
+from jaxhw import cli, config, inference, ops
 from jaxhw.config import ConfigError, Items, Domain, flag
 from jaxhw.data import get_spec, normalize
 from jaxhw.data.pipeline import preflip
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
-                              image_plan, load_images, predict_from, start,
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_options,
+                              engine_trainer, image_plan, load_images, predict_from, start,
                               train_and_evaluate)
-from jaxhw.predict import Inference
 from jaxhw.train.precision import compute_dtype
-from jaxhw.models import MODELS, get_model
-from jaxhw.models.cnn import BatchNormSettings, whitening_kernel
+from jaxhw.models import MODELS
+from jaxhw.models.cnn import whitening_kernel
 from jaxhw.train import TrainState, classification_loss, replicate
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.schedules import warmup_steps
@@ -176,23 +174,19 @@ RETIRED = {"--preset": "earlier presets: docs/history.md names the commit that r
                "--no-tta-grid")}}
 
 
-ACTIVATIONS = {"relu": nn.relu, "gelu": nn.gelu}
+def model_args(cfg: Config) -> dict:
+    """The model family's arguments (JSON), as ``jaxhw.inference`` rebuilds them."""
+    if cfg.model != "betternet":
+        return {"conv": cfg.conv}
+    return dict(conv=cfg.conv, stem=cfg.stem, widths=list(_ints(cfg.widths)),
+                blocks=list(_ints(cfg.blocks)), bn=[cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale],
+                act=cfg.act, whiten=cfg.whiten, downsample=cfg.downsample,
+                head_pool=cfg.head_pool, head_scale=cfg.head_scale,
+                head_bias=cfg.head_scale == 1.0)
 
 
 def build_model(cfg: Config, dtype=jnp.float32):
-    if cfg.model not in MODELS:
-        raise ConfigError(f"unknown --model {cfg.model!r}; choose one of {sorted(MODELS)}")
-    layers = ops.layers(cfg.conv)
-    built_with = dict(conv=layers.conv, max_pool=layers.max_pool, dtype=dtype)
-    if cfg.model == "betternet":
-        return get_model(
-            "betternet", stem=cfg.stem, widths=_ints(cfg.widths),
-            blocks=_ints(cfg.blocks), **built_with,
-            bn=BatchNormSettings(cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale),
-            act=ACTIVATIONS[cfg.act], whiten=cfg.whiten, downsample=cfg.downsample,
-            head_pool=cfg.head_pool, head_scale=cfg.head_scale,
-            head_bias=cfg.head_scale == 1.0)
-    return get_model(cfg.model, **built_with)
+    return inference.build_model(cfg.model, model_args(cfg), dtype)
 
 
 def param_groups(params) -> dict:
@@ -265,13 +259,14 @@ def whitening_init(cfg: Config, train_images: np.ndarray
     return set_kernel
 
 
-def inference(cfg: Config) -> Inference:
-    """The trained network's forward pass and test-time views, for :func:`jaxhw.load`."""
+def predictor(cfg: Config) -> dict:
+    """The trained network's record for :func:`jaxhw.load`: model, preprocessing,
+    test-time views and XLA options."""
     spec = get_spec("cifar10")
-    return Inference(build_model(cfg, compute_dtype(cfg.dtype)),
-                     Preprocess(CIFAR_MEAN, CIFAR_STD), tta=tta_level(cfg),
-                     class_names=spec.class_names, image_shape=spec.image_shape,
-                     compiler_options=cpu_conv_options(ops.layers(cfg.conv).fast))
+    return inference.image_record(
+        cfg.model, model_args(cfg), compute_dtype(cfg.dtype), mean=CIFAR_MEAN, std=CIFAR_STD,
+        class_names=spec.class_names, image_shape=spec.image_shape, tta=tta_level(cfg),
+        compiler_options=engine_options(cfg, cpu_conv_options(ops.layers(cfg.conv).fast)))
 
 
 def tta_level(cfg: Config) -> int:
@@ -293,7 +288,8 @@ def run(cfg: Config) -> dict:
     if cfg.predict:
         return predict_from(name, cfg)
     start(cfg, name)
-    net = inference(cfg)  # the model and XLA options that jaxhw.load rebuilds
+    record = predictor(cfg)
+    net = inference.build(record)  # the model and XLA options that jaxhw.load rebuilds
     images = load_images(cfg, "cifar10", cfg.batch_size)
     steps_per_epoch = len(images.train_y) // cfg.batch_size
     # The whitening stem comes from the images as loaded, before any flip.
@@ -313,7 +309,8 @@ def run(cfg: Config) -> dict:
         else None)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.print_every)], adjust=set_stem,
-                      learning_rate=make_schedule(cfg, cfg.epochs * steps_per_epoch))
+                      learning_rate=make_schedule(cfg, cfg.epochs * steps_per_epoch),
+                      predictor=record)
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -12,16 +12,15 @@ import dataclasses
 
 import optax
 
-from jaxhw import cli, config
+from jaxhw import cli, config, inference
 from jaxhw.config import flag
 from jaxhw import ops
 from jaxhw.data import get_spec
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_trainer,
+from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_options,
+                              engine_trainer,
                               image_plan, load_images, predict_from, start,
                               train_and_evaluate)
-from jaxhw.predict import Inference
 from jaxhw.train.precision import compute_dtype
-from jaxhw.models import SimpleCNN
 from jaxhw.train import RunningLossPrinter
 from jaxhw.train.xla_options import cpu_conv_options
 
@@ -57,14 +56,13 @@ class OriginalPrintouts(RunningLossPrinter):
 PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # to [-1, 1]
 
 
-def inference(cfg: Config) -> Inference:
-    """The trained model's forward pass, for :func:`jaxhw.load`."""
-    layers = ops.layers(cfg.conv)
-    model = SimpleCNN(conv=layers.conv, max_pool=layers.max_pool,
-                      dtype=compute_dtype(cfg.dtype))
-    return Inference(model, PREPROCESS, class_names=get_spec("cifar10").class_names,
-                     image_shape=get_spec("cifar10").image_shape,
-                     compiler_options=cpu_conv_options(layers.fast))
+def predictor(cfg: Config) -> dict:
+    """The trained model's record for :func:`jaxhw.load`."""
+    spec = get_spec("cifar10")
+    return inference.image_record(
+        "simple_cnn", {"conv": cfg.conv}, compute_dtype(cfg.dtype), mean=PREPROCESS.mean,
+        std=PREPROCESS.std, class_names=spec.class_names, image_shape=spec.image_shape,
+        compiler_options=engine_options(cfg, cpu_conv_options(ops.layers(cfg.conv).fast)))
 
 
 def run(cfg: Config) -> dict:
@@ -75,12 +73,13 @@ def run(cfg: Config) -> dict:
         return predict_from(name, cfg)
     start(cfg, name)
     images = load_images(cfg, "cifar10", cfg.batch_size)
-    net = inference(cfg)  # the model and XLA options that jaxhw.load rebuilds
+    record = predictor(cfg)
+    net = inference.build(record)  # the model and XLA options that jaxhw.load rebuilds
     trainer = engine_trainer(cfg, net.model, optax.sgd(cfg.lr, cfg.momentum),
                              compiler_options=net.compiler_options, preprocess=net.preprocess)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.print_every)],
-                      learning_rate=lambda step: cfg.lr)
+                      learning_rate=lambda step: cfg.lr, predictor=record)
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -24,15 +24,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxhw import cli, config
+from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
                             random_tokens, save_task_splits, task_splits)
-from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, predict_from,
+from jaxhw.experiment import (engine_options, MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, predict_from,
                               print_timing, run_dir, start, timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
-from jaxhw.predict import Inference
 from jaxhw.train.precision import compute_dtype
 from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
 from jaxhw.train.schedules import warmup_steps
@@ -151,10 +150,15 @@ def resolve(cfg: Config) -> Config:
     return dataclasses.replace(cfg, **cfg.sizes())
 
 
+def model_args(cfg: Config, max_len: int) -> dict:
+    """The Transformer's arguments (JSON), as ``jaxhw.inference`` rebuilds them."""
+    return dict(input_lib_size=cfg.vocab, output_lib_size=cfg.vocab, dim=cfg.dim,
+                head_num=cfg.head_num, layer_num=cfg.layer_num, ffn_dim=cfg.ffn_dim,
+                seq_len_max=max_len, dropout=cfg.dropout, init_style=cfg.init)
+
+
 def build(cfg: Config, max_len: int, dtype=jnp.float32) -> Transformer:
-    return Transformer(cfg.vocab, cfg.vocab, cfg.dim, cfg.head_num, cfg.layer_num, cfg.ffn_dim,
-                       seq_len_max=max_len, dropout=cfg.dropout, init_style=cfg.init,
-                       dtype=dtype)
+    return inference.build_model("transformer", model_args(cfg, max_len), dtype)
 
 
 def teacher_forcing(src: np.ndarray, tgt: np.ndarray) -> tuple[tuple, np.ndarray]:
@@ -283,15 +287,17 @@ def run_sequence_task(cfg: Config, dtype) -> dict:
     plan = Plan(trainer, trainer.put(x, y), trainer.put(test_x, test_y), init, cfg.epochs,
                 cfg.batch_size, finish=decode_and_plot(model, test_src, test_tgt, max_len),
                 metric="exact_sequence_accuracy", extra={"task": cfg.task},
-                learning_rate=schedule)
+                learning_rate=schedule, predictor=predictor(cfg))
     return train_and_evaluate(name, cfg, plan)
 
 
-def inference(cfg: Config) -> Inference:
-    """The trained Transformer and its sequence sizes, for :func:`jaxhw.load`."""
+def predictor(cfg: Config) -> dict:
+    """The trained Transformer's record (model and sequence sizes) for :func:`jaxhw.load`."""
     cfg = resolve(cfg)
-    return Inference(build(cfg, cfg.seq_len + 2, compute_dtype(cfg.dtype)),
-                     max_len=cfg.seq_len + 2, seq_len=cfg.seq_len, vocab=cfg.vocab)
+    return inference.sequence_record(
+        "transformer", model_args(cfg, cfg.seq_len + 2), compute_dtype(cfg.dtype),
+        max_len=cfg.seq_len + 2, seq_len=cfg.seq_len, vocab=cfg.vocab,
+        compiler_options=engine_options(cfg))
 
 
 def run(cfg: Config) -> dict:

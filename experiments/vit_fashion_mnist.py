@@ -26,13 +26,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxhw import cli, config
+from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec
-from jaxhw.experiment import (Images, Preprocess, RunConfig, check_batch, engine_trainer,
+from jaxhw.experiment import (engine_options, Images, Preprocess, RunConfig, check_batch, engine_trainer,
                               image_plan, load_images, predict_from, start,
                               train_and_evaluate)
-from jaxhw.predict import Inference
 from jaxhw.train.precision import compute_dtype
 from jaxhw.models.vit import VisionTransformer
 from jaxhw.train import Hook, TrainState, classification_loss
@@ -105,11 +104,15 @@ PRESETS = {
 }
 
 
+def model_args(cfg: Config) -> dict:
+    """The VisionTransformer's arguments (JSON), as ``jaxhw.inference`` rebuilds them."""
+    return dict(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
+                embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
+                mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.dropout, drop_path_rate=cfg.drop_path)
+
+
 def build_model(cfg: Config, dtype=jnp.float32) -> VisionTransformer:
-    return VisionTransformer(img_size=28, patch_size=cfg.patch_size, in_chans=1, num_classes=10,
-                             embed_dim=cfg.embed_dim, depth=cfg.depth, num_heads=cfg.num_heads,
-                             mlp_ratio=cfg.mlp_ratio, drop_rate=cfg.dropout,
-                             drop_path_rate=cfg.drop_path, dtype=dtype)
+    return inference.build_model("vit", model_args(cfg), dtype)
 
 
 def make_schedule(cfg: Config, steps_per_epoch: int) -> optax.Schedule:
@@ -169,11 +172,13 @@ def attention_plot(cfg: Config, model: VisionTransformer, images: Images
     return draw
 
 
-def inference(cfg: Config) -> Inference:
-    """The trained ViT's forward pass and test-time views, for :func:`jaxhw.load`."""
-    return Inference(build_model(cfg, compute_dtype(cfg.dtype)),
-                     Preprocess(FMNIST_MEAN, FMNIST_STD), tta=int(cfg.tta),
-                     class_names=SPEC.class_names, image_shape=SPEC.image_shape)
+def predictor(cfg: Config) -> dict:
+    """The trained ViT's record (model, preprocessing, test-time views) for
+    :func:`jaxhw.load`."""
+    return inference.image_record(
+        "vit", model_args(cfg), compute_dtype(cfg.dtype), mean=FMNIST_MEAN, std=FMNIST_STD,
+        class_names=SPEC.class_names, image_shape=SPEC.image_shape, tta=int(cfg.tta),
+        compiler_options=engine_options(cfg))
 
 
 def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
@@ -193,7 +198,8 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
                       hooks=[OriginalPrintouts(cfg.epochs)],
                       finish=attention_plot(cfg, model, images),
-                      learning_rate=make_schedule(cfg, steps_per_epoch))
+                      learning_rate=make_schedule(cfg, steps_per_epoch),
+                      predictor=predictor(cfg))
     return train_and_evaluate(name, cfg, plan)
 
 

@@ -23,9 +23,8 @@ import optax
 
 from jaxhw import host
 from jaxhw.config import Checked, ConfigError, flag
-from jaxhw.data import (crop_and_flip, get_spec, load_split, normalize, random_crop,
-                        random_erase, subset)
-from jaxhw.data.pipeline import alternate_flip
+from jaxhw.data import get_spec, load_split, subset
+from jaxhw.data.preprocess import Preprocess  # noqa: F401  (the experiments' import)
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import saved_epochs
@@ -175,41 +174,6 @@ def check_batch(cfg: RunConfig, dataset: str, examples: int | None = None) -> No
                           f"examples{limit}; use at most {available}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Preprocess:
-    """Device-side ``(key, uint8 images, train, step) -> float images``: scale to [0, 1],
-    normalise per channel, and when training apply random erasing (probability ``erase``),
-    a random crop (``pad`` pixels of ``pad_mode`` padding) and flips: random ones
-    (``flip``), or airbench's alternating ones (``alternate_flip``: the training images
-    are mirrored for a random half once, ``jaxhw.data.pipeline.preflip``, then all of
-    them in every odd epoch; ``steps_per_epoch`` says where epochs end)."""
-
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    pad: int = 0
-    flip: bool = False
-    erase: float = 0.0
-    pad_mode: str = "constant"  # or "reflect"
-    alternate_flip: bool = False
-    steps_per_epoch: int = 0
-
-    def __call__(self, key: jax.Array, images: jax.Array, train: bool, step=None) -> jax.Array:
-        x = normalize(images, self.mean, self.std)
-        if not train:
-            return x
-        if self.erase > 0:  # split only here, so runs without erasing keep their keys
-            key, erase_key = jax.random.split(key)
-            x = random_erase(erase_key, x, self.erase)
-        if self.alternate_flip:
-            if step is None or self.steps_per_epoch < 1:
-                raise ValueError("alternating flips need the step and steps_per_epoch")
-            x = alternate_flip(random_crop(key, x, self.pad, self.pad_mode), step,
-                               self.steps_per_epoch)
-        elif self.pad or self.flip:
-            x = crop_and_flip(key, x, self.pad, self.flip, self.pad_mode)
-        return x
-
-
 def predict_from(name: str, cfg: RunConfig) -> dict:
     """``--predict``: the predictions of the run in ``--checkpoint-dir`` (with several
     ``--seeds``, that of ``--seed``), printed as a table; returns them for results."""
@@ -274,7 +238,8 @@ class Plan:
     for the per-class table and the confusion matrix; ``finish(state, folder, results)``
     runs after the final evaluation (decoding, attention plots, ...) and returns entries
     for results.json; ``metric`` is the results entry that ``--seeds`` summarises;
-    ``extra`` holds constant entries for results.json."""
+    ``extra`` holds constant entries for results.json; ``predictor`` is the trained
+    network's record (``jaxhw.inference``), kept in the run folder for ``jaxhw.load``."""
 
     trainer: Trainer
     train: Data
@@ -291,6 +256,7 @@ class Plan:
     extra: dict = dataclasses.field(default_factory=dict)
     learning_rate: Callable[[int], float] | None = None  # the schedule, for TensorBoard
     eval_split: str = "test"
+    predictor: dict | None = None
 
 
 def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
@@ -360,7 +326,8 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
             state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
             seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
             eval_batch_size=plan.eval_batch_size, eval_split=plan.eval_split,
-            meta={"config": dataclasses.asdict(cfg), "experiment": name})
+            meta={"config": dataclasses.asdict(cfg), "experiment": name,
+                  "predictor": plan.predictor})
         for hook in board:
             hook.close()
         for hook in plan.hooks:
@@ -394,7 +361,8 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     }
     if plan.finish is not None:
         results.update(plan.finish(state, ckpt.directory, results))
-    results.update({"config": dataclasses.asdict(cfg), "history": history})
+    results.update({"config": dataclasses.asdict(cfg), "predictor": plan.predictor,
+                    "history": history})
     if primary:
         write_json(ckpt.directory / "results.json", results)
     ckpt.close()
@@ -438,7 +406,8 @@ def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batc
                hooks: Sequence[Hook] = (),
                adjust: Callable[[TrainState], TrainState] | None = None,
                finish: Callable[[TrainState, Path, dict], dict] | None = None,
-               learning_rate: Callable[[int], float] | None = None) -> Plan:
+               learning_rate: Callable[[int], float] | None = None,
+               predictor: dict | None = None) -> Plan:
     """The :class:`Plan` of an image classifier: ``images`` put on the device once, each
     seed's fresh state passed through ``adjust`` (e.g. setting a stem computed from the
     data)."""
@@ -455,4 +424,4 @@ def image_plan(name: str, trainer: Trainer, images: Images, *, epochs: int, batc
     return Plan(trainer, trainer.put(images.train_x, images.train_y),
                 trainer.put(images.test_x, images.test_y), init_state, epochs, batch_size,
                 class_names=images.class_names, hooks=hooks, finish=finish,
-                learning_rate=learning_rate)
+                learning_rate=learning_rate, predictor=predictor)

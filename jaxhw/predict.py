@@ -6,8 +6,8 @@
     jaxhw.load("checkpoints/bert_imdb").predict(["A wonderful film."])
     jaxhw.load("checkpoints/transformer_reverse").predict([[5, 6, 7]])  # -> [[7, 6, 5]]
 
-The model is rebuilt from the config the run saved (``results.json``, else its latest
-checkpoint) and the parameters of its final epoch (the weights its ``results.json``
+The model is rebuilt from the predictor record the run saved (``results.json``, else its
+latest checkpoint; ``jaxhw.inference``) and the parameters of its final epoch (the weights its ``results.json``
 reports; ``epoch="best"`` or a number for another kept one) are restored, without an
 optimizer.
 Images and reviews go through the preprocessing, test-time views and tokenisation the
@@ -17,7 +17,6 @@ run's evaluation used, so a predictor gives the evaluation's predictions.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -26,30 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhw.inference import Inference, build
 from jaxhw.train.checkpoint import Checkpoints, CheckpointError
 
 
 class RunFolderError(CheckpointError):
     """A folder that is not (or no longer) a run folder jaxhw can load."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Inference:
-    """What an experiment's ``inference(cfg)`` returns: its model and how inputs reach it
-    (the fields of its kind: images, texts or sequences)."""
-
-    model: Any
-    preprocess: Any = None          # (key, x, train) -> model inputs
-    tta: int = 0                    # test-time views, as the run's evaluation used
-    class_names: tuple[str, ...] = ()
-    image_shape: tuple[int, int, int] | None = None
-    tokenizer: Any = None           # texts
-    max_len: int = 0                # texts: tokens per review; sequences: decoded length
-    truncation: str = "head+tail"
-    boundaries: tuple[int, ...] = ()
-    seq_len: int = 0                # sequences: longest source
-    vocab: int = 0
-    compiler_options: dict[str, str] | None = None  # the experiment's XLA options (CPU conv)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,19 +43,9 @@ class Prediction:
     probabilities: dict[str, float] | None = None
 
 
-# experiment name prefix -> (module, kind)
-EXPERIMENTS = {
-    "cifar_simple_cnn": ("experiments.cifar_simple_cnn", "image"),
-    "cifar_inception": ("experiments.cifar_inception", "image"),  # cifar_inception_cnn too
-    "vit_fashion_mnist": ("experiments.vit_fashion_mnist", "image"),
-    "vit_sweep/": ("experiments.vit_fashion_mnist", "image"),
-    "bert_imdb": ("experiments.bert_imdb", "text"),
-    "transformer_": ("experiments.transformer_toy", "sequence"),
-}
-
-
 def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
-    """(experiment name, config, checkpoints) of a run folder, or one clear error."""
+    """(experiment name, predictor record, checkpoints) of a run folder, or one clear
+    error."""
     if not folder.is_dir():
         raise RunFolderError(f"{folder} does not exist; pass the --checkpoint-dir of a "
                              f"finished run")
@@ -89,27 +60,15 @@ def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
         checkpoints.close()
         raise RunFolderError(f"{folder} holds no checkpoint: not a trained run folder "
                              f"(train it first, or pass the --checkpoint-dir of a run)")
-    name, config = results.get("experiment"), results.get("config")
-    if name is None or config is None:  # an interrupted run: its checkpoint's meta
+    name, record = results.get("experiment"), results.get("predictor")
+    if name is None or record is None:  # an interrupted run: its checkpoint's meta
         meta = checkpoints.meta()
-        name, config = meta.get("experiment"), meta.get("config")
-    if name is None or config is None:
-        raise RunFolderError(f"{folder} was written by an older jaxhw (its checkpoints do "
-                             f"not name the experiment and config); retrain it")
-    return name, config, checkpoints
-
-
-def _config(module, config: dict, folder: Path):
-    from jaxhw.config import ConfigError
-    known = {f.name for f in dataclasses.fields(module.Config)}
-    unknown = sorted(set(config) - known)
-    if unknown:
-        raise RunFolderError(f"{folder} was written by another jaxhw version (settings "
-                             f"{', '.join(unknown)} are unknown here); retrain it")
-    try:
-        return module.Config(**{**config, "predict": None})
-    except ConfigError as e:
-        raise RunFolderError(f"{folder}: its saved config is not valid here ({e})") from None
+        name, record = meta.get("experiment"), meta.get("predictor")
+    if name is None or record is None:
+        checkpoints.close()
+        raise RunFolderError(f"{folder} was written by an older jaxhw (it keeps no "
+                             f"predictor record); retrain it")
+    return name, record, checkpoints
 
 
 def _variables(checkpoints: Checkpoints, epoch: int | str) -> tuple[dict, int]:
@@ -134,32 +93,25 @@ def load(folder: str | Path, epoch: int | str = "final") -> "Predictor":
     latest kept, whose evaluation the run's ``results.json`` reports), ``"best"`` (the
     best per-epoch evaluation) or a kept epoch's number."""
     folder = Path(folder).expanduser().resolve()
-    name, config, checkpoints = _saved_run(folder)
-    match = next((k for k in EXPERIMENTS if name.startswith(k)), None)
-    if match is None:
+    name, record, checkpoints = _saved_run(folder)
+    try:
+        inference = build(record)
+    except (KeyError, TypeError, ValueError) as e:
         checkpoints.close()
-        raise RunFolderError(f"{folder}: unknown experiment {name!r}")
-    module_name, kind = EXPERIMENTS[match]
-    module = importlib.import_module(module_name)
-    cfg = _config(module, config, folder)
+        raise RunFolderError(f"{folder}: its predictor record does not fit this jaxhw version "
+                             f"({type(e).__name__}: {e}); retrain it") from None
     variables, epoch = _variables(checkpoints, epoch)
-    cls = {"image": ImagePredictor, "text": TextPredictor, "sequence": SequencePredictor}[kind]
-    from jaxhw.experiment import engine_options
-    inference = module.inference(cfg)
-    # Compiled as the run's steps were: the experiment's options plus the saved
-    # --gpu-autotune and --deterministic.
-    inference = dataclasses.replace(
-        inference, compiler_options=engine_options(cfg, inference.compiler_options))
+    cls = {"image": ImagePredictor, "text": TextPredictor,
+           "sequence": SequencePredictor}[record["kind"]]
     return cls(inference, variables, name=name, folder=folder, epoch=epoch)
 
 
 @dataclasses.dataclass
 class Predictor:
-    """A model with restored variables. ``inference`` is what the experiment's
-    ``inference(cfg)`` returns: the model, how inputs are prepared for it, and the XLA
-    options its programs compile with (:func:`load` adds the run's engine flags)."""
+    """A model with restored variables. ``inference``: the model, how inputs are prepared
+    for it, and the XLA options its programs compile with (``jaxhw.inference``)."""
 
-    inference: Any
+    inference: Inference
     variables: dict
     name: str
     folder: Path

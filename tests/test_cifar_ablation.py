@@ -21,6 +21,7 @@ def data(tmp_path):
     return data
 
 
+@pytest.mark.slow
 def test_ablation_rows_run_and_are_written(tmp_path, data):
     out = tmp_path / "ablation.json"
     rows = cifar_ablation.main([
@@ -35,6 +36,7 @@ def test_ablation_rows_run_and_are_written(tmp_path, data):
     assert "host CPU" in md
 
 
+@pytest.mark.slow
 def test_cpu_ablation_reuses_a_run_and_evaluates_without_training(tmp_path, data, capsys):
     # A run of the cpu preset made by the experiment itself becomes the full row.
     run = tmp_path / "run"
@@ -76,6 +78,7 @@ def test_full_run_must_match_the_row(tmp_path, data):
                              "--full-run", str(run), "--out", str(tmp_path / "o.json")])
 
 
+@pytest.mark.slow
 def test_full_run_may_be_one_seed_of_a_several_seed_run(tmp_path, data):
     """With --seeds 1, seed_0 of a --seeds 2 run is the full row (not seed_1: another
     seed), and the evaluation-only rows evaluate its last epoch, the weights its final
@@ -125,6 +128,7 @@ def test_rows_must_belong_to_the_preset():
         cifar_ablation.Config(data_dir="x", preset="cpu", rows="no_tta")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(cifar_ablation.ROWS))
 def test_every_training_row_parses_and_changes_the_full_row(preset):
     """A row's flags are valid cifar_inception flags and change what the full row trains
@@ -156,6 +160,7 @@ def test_rows_are_merged_in_the_presets_order():
     assert merged[0]["mean_accuracy"] == 0.91  # the row run again replaces the earlier one
 
 
+@pytest.mark.slow
 def test_a_call_adds_its_rows_to_the_table_already_written(tmp_path, data):
     """Rows run in another call stay in --out, and so does the text above the table;
     rows of another setting are refused in one line before anything runs."""

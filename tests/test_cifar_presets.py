@@ -1,7 +1,6 @@
 """The CIFAR experiment's gpu (speed-run) preset on CPU: its optimizer groups, an end-to-end
 run, and --seeds."""
 
-import dataclasses
 import json
 
 import jax
@@ -27,6 +26,7 @@ def _gpu_cfg(**overrides):
     return config.parse(cifar_inception.Config, "", argv, cifar_inception.PRESETS)
 
 
+@pytest.mark.slow
 def test_param_groups_of_the_speedrun_net():
     cfg = _gpu_cfg(widths="16,16,16")
     model = cifar_inception.build_model(cfg)
@@ -62,6 +62,7 @@ def test_optimizer_freezes_the_stem_scales_bn_biases_and_stops_the_stem_bias():
     assert np.all(np.asarray(updates["Conv_0"]["bias"]) < 0)
 
 
+@pytest.mark.slow
 def test_gpu_preset_runs_end_to_end_on_cpu(tmp_path, capsys):
     data = tmp_path / "data"
     write_image_split(data, "cifar10", "train", 2048, (32, 32, 3), seed=1)
@@ -88,6 +89,7 @@ def test_gpu_preset_runs_end_to_end_on_cpu(tmp_path, capsys):
     assert set(saved["slow"]) == {"params", "batch_stats"}
 
 
+@pytest.mark.slow
 def test_seeds_train_back_to_back_and_compile_once(tiny_data, tmp_path, capsys):
     out = tmp_path / "seeds"
     cifar_simple_cnn.main(["--data-dir", str(tiny_data), "--checkpoint-dir", str(out),
@@ -183,6 +185,7 @@ def _train_flops_per_image(cfg) -> float:
     return (cost[0] if isinstance(cost, list) else cost)["flops"] / 8
 
 
+@pytest.mark.slow
 def test_cpu_preset_trains_with_less_compute_than_wider_stages():
     """The cpu preset buys its 14 epochs with narrower stages: its whole training (epochs x
     FLOPs per image) is cheaper than the ablation's wide_stages row (12 epochs)."""

@@ -16,6 +16,7 @@ from tests.conftest import write_image_split
 TINY = "--widths 16,16,16 --batch-size 32 --epochs 1"
 
 
+@pytest.mark.slow
 def test_sets_match_the_engines_test_time_levels(tmp_path):
     data = tmp_path / "data"
     write_image_split(data, "cifar10", "train", 64, (32, 32, 3), seed=1)

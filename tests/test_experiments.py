@@ -167,6 +167,7 @@ TOY = ["--task", "reverse", "--train-limit", "128", "--test-limit", "16", "--dim
        "--ffn-dim", "32", "--seq-len", "5", "--layer-num", "1", "--batch-size", "32"]
 
 
+@pytest.mark.slow
 def test_transformer_tasks_run_through_the_shared_runner(tmp_path, capsys):
     """--seeds, --evaluate and --resume work for the sequence tasks as for the others."""
     import json
@@ -189,6 +190,7 @@ def test_transformer_tasks_run_through_the_shared_runner(tmp_path, capsys):
     assert [r["epoch"] for r in resumed["history"]] == [1, 2]
 
 
+@pytest.mark.slow
 def test_transformer_data_dir_is_written_then_read(tmp_path, capsys):
     module = importlib.import_module("experiments.transformer_toy")
     args = TOY + ["--epochs", "1", "--data-dir", str(tmp_path / "data"), "--overwrite",

@@ -1,3 +1,4 @@
+import pytest
 """``python -m benchmarks.gpu_check --smoke``: every row of the GPU check runs on a CPU."""
 
 import json
@@ -5,6 +6,7 @@ import json
 from benchmarks import gpu_check
 
 
+@pytest.mark.slow
 def test_gpu_check_smoke_runs_every_row(tmp_path, capsys):
     out = tmp_path / "gpu_check.json"
     rows = gpu_check.main(["--smoke", "--out", str(out), "--bert-autotune", "0"])

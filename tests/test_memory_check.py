@@ -1,3 +1,4 @@
+import pytest
 """The BERT notebook's default settings fit a free Colab T4: XLA's memory analysis of the
 compiled train block (bert-base-shaped, random weights, float16 as --dtype auto picks on
 compute capability 7.5) stays under 0.75 x 15 GiB - 1 GiB."""
@@ -5,6 +6,7 @@ compute capability 7.5) stays under 0.75 x 15 GiB - 1 GiB."""
 from benchmarks import memory_check
 
 
+@pytest.mark.slow
 def test_bert_notebook_defaults_fit_a_t4_with_margin(tmp_path):
     args = memory_check.notebook_args()
     assert "bert-base-uncased" in args and "--dtype" not in args  # the notebook picks none

@@ -67,6 +67,7 @@ def test_cifar_notebook(tiny_data, tmp_path):
     _check_cifar_outputs(text, tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_transformer_notebook(tmp_path):
     params = f"""
@@ -84,6 +85,7 @@ TASK_ARGS = ["--task", "reverse", "--epochs", "1", "--train-size", "256", "--tes
     assert (tmp_path / "ckpt" / "transformer_reverse" / "attention.png").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_vit_notebook(tiny_data, tmp_path):
     params = f"""
@@ -102,6 +104,7 @@ SWEEP_ARGS = ["--epochs", "1", "--only", "base,heads1", "--batch-size", "16"]
     assert "heads1" in (tmp_path / "ckpt" / "vit_sweep_results" / "table.md").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_bert_notebook(tiny_data, tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path / "cache"))
@@ -129,6 +132,7 @@ def test_every_notebook_has_the_one_setup_cell():
         assert "Expected on a Colab" in nb.cells[0].source, path.name
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 @pytest.mark.skipif(not _has_git_history(), reason="needs the repository's git history")
 def test_colab_style_setup_clones_imports_runs_and_survives_a_restart(tiny_data, tmp_path):
@@ -155,6 +159,7 @@ def test_setup_outside_a_clone_without_repo_url_says_what_to_do(tmp_path):
         run_notebook("bert_imdb.ipynb", "REPO_URL = None", tmp_path, cwd=tmp_path, upto="setup")
 
 
+@pytest.mark.slow
 @pytest.mark.notebook
 def test_a_training_cell_run_again_continues_its_run(tiny_data, tmp_path):
     """After a disconnect the user re-runs the notebook: with its folders kept (DRIVE),

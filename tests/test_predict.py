@@ -28,6 +28,7 @@ def _check_against_evaluation(predictor, inputs, labels, results):
         assert sum(p.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, settings", [
     ("cifar_simple_cnn", dict(batch_size=8)),
     ("cifar_inception", dict(batch_size=16, widths="16,16,16", stem=8)),  # 6 test views
@@ -46,6 +47,7 @@ def test_an_image_run_predicts_what_it_evaluated(name, settings, tiny_data, tmp_
     _check_against_evaluation(predictor, test.images, test.labels, results)
 
 
+@pytest.mark.slow
 def test_load_and_evaluate_use_the_final_weights_not_the_best_epoch(tiny_data, tmp_path,
                                                                     monkeypatch, capsys):
     """A run's results.json reports its final weights; jaxhw.load and --evaluate restore
@@ -83,9 +85,10 @@ def test_an_image_predictor_compiles_as_its_run_trained():
     training and evaluation steps do (XLA's default sends them there; BetterNet predicted
     1.34x slower so)."""
     from experiments import cifar_inception
+    from jaxhw.inference import build
     from jaxhw.predict import ImagePredictor
     from jaxhw.train.xla_options import CPU_CONV_OPTIONS
-    inference = cifar_inception.inference(cifar_inception.Config(widths="16,16,16"))
+    inference = build(cifar_inception.predictor(cifar_inception.Config(widths="16,16,16")))
     assert inference.compiler_options == CPU_CONV_OPTIONS
     x = jnp.zeros((4, 32, 32, 3), jnp.uint8)
     variables = inference.model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
@@ -95,6 +98,7 @@ def test_an_image_predictor_compiles_as_its_run_trained():
     assert ours.count('"__ynn_fusion"') < default.count('"__ynn_fusion"')
 
 
+@pytest.mark.slow
 def test_a_bert_run_predicts_what_it_evaluated(tiny_data, tiny_model_dir, tmp_path,
                                                monkeypatch):
     from experiments import bert_imdb
@@ -110,6 +114,7 @@ def test_a_bert_run_predicts_what_it_evaluated(tiny_data, tiny_model_dir, tmp_pa
     _check_against_evaluation(predictor, texts, labels, results)
 
 
+@pytest.mark.slow
 def test_a_sequence_run_decodes_as_its_evaluation(tmp_path):
     from experiments import transformer_toy
     cfg = transformer_toy.Config(task="reverse", epochs=1, train_limit=256, test_limit=32,
@@ -125,6 +130,7 @@ def test_a_sequence_run_decodes_as_its_evaluation(tmp_path):
     assert exact == pytest.approx(results["exact_sequence_accuracy"])
 
 
+@pytest.mark.slow
 def test_the_predict_flag_prints_a_table(tiny_data, tmp_path, capsys):
     from PIL import Image
 
@@ -158,6 +164,7 @@ def test_the_predict_flag_prints_a_table(tiny_data, tmp_path, capsys):
     assert table[3].split()[3:] == [str(t) for t in decoded[0]]
 
 
+@pytest.mark.slow
 def test_the_predict_flag_on_a_review(tiny_data, tiny_model_dir, tmp_path, capsys,
                                       monkeypatch):
     from experiments import bert_imdb

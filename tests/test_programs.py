@@ -22,6 +22,7 @@ def _reviews(root, split, n):
             f.write(json.dumps({"text": " ".join(words), "label": i % 2}) + "\n")
 
 
+@pytest.mark.slow
 def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_dir, monkeypatch):
     from experiments import bert_imdb
     monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path / "cache"))
@@ -45,6 +46,7 @@ def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_di
     assert len(results["history"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,values,want", [
     # Six views at the end, two (image and mirror) after every epoch.
     ("cpu", {}, ["eval", "eval tta=1", "train x1"]),

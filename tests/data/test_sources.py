@@ -81,6 +81,7 @@ def test_unknown_names():
         load_split("cifar10", "valid")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, shape", [("cifar10", (32, 32, 3)), ("fashion_mnist", (28, 28, 1))])
 def test_tfds_source_images(name, shape, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")  # absent on GPU machines without TF

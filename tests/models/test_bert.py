@@ -10,6 +10,7 @@ from jaxhw.models import bert
 from jaxhw.models.bert import BertClassifier, ModelLoadError, load_pretrained
 from jaxhw.train import Trainer, replicate
 
+@pytest.mark.slow
 def test_load_from_a_local_directory(tiny_model_dir):
     model, tokenizer = load_pretrained(str(tiny_model_dir))
     assert model.config.hidden_size == 16 and tokenizer.is_fast
@@ -40,6 +41,7 @@ def test_truncation_strategies():
     assert clean("great<br /><br />plot") == "great  plot"
 
 
+@pytest.mark.slow
 def test_tokenize_shapes_cache_and_buckets(tiny_model_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path))
     _, tokenizer = load_pretrained(str(tiny_model_dir))
@@ -61,6 +63,7 @@ def test_tokenize_shapes_cache_and_buckets(tiny_model_dir, tmp_path, monkeypatch
         bucket_by_length(ids, mask, np.zeros(3), boundaries=[3, 5])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("head", ["pooled", "mean_cls"])
 def test_heads_and_a_training_step_lowers_the_loss(tiny_model_dir, head, tmp_path, monkeypatch):
     monkeypatch.setenv("JAXHW_CACHE_DIR", str(tmp_path))

@@ -98,6 +98,7 @@ def test_batch_norm_train_vs_eval():
     assert not np.allclose(train_out[:1], train_one[:1], atol=1e-3)  # batch statistics used
 
 
+@pytest.mark.slow
 def test_inception_cnn_and_betternet_shapes():
     x = jnp.zeros((2, 32, 32, 3))
     for model in (InceptionCNN(), BetterNet(stem=8, widths=(16, 32, 64), blocks=(1, 1, 1))):
@@ -146,6 +147,7 @@ def test_whitening_conv_makes_the_patch_covariance_the_identity():
     assert np.allclose(spread, 1.0, atol=1e-2)
 
 
+@pytest.mark.slow
 def test_speedrun_betternet_shapes_and_head():
     model = BetterNet(widths=(16, 32, 32), blocks=(0, 1, 1), whiten=True, downsample="pool",
                       head_pool="max", head_scale=1 / 9, head_bias=False, act=jax.nn.gelu,

@@ -55,6 +55,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bfloat16_logits_match_float32_with_the_same_parameters(name):
     build, inputs = CASES[name]
@@ -71,6 +72,7 @@ def test_bfloat16_logits_match_float32_with_the_same_parameters(name):
     assert err > 0.0  # ... and the computation really ran in bfloat16
 
 
+@pytest.mark.slow
 def test_bfloat16_train_steps_lower_the_loss_and_keep_float32_state():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
@@ -130,6 +132,7 @@ def _images(n=256):
     return x, (x.reshape(n, -1, 3).mean(1).argmax(1)).astype(np.int32)
 
 
+@pytest.mark.slow
 def test_float16_training_with_loss_scaling_lowers_the_loss():
     x, y = _images()
     trainer = _float16_trainer(x, y)
@@ -144,6 +147,7 @@ def test_float16_training_with_loss_scaling_lowers_the_loss():
     assert {leaf.dtype for leaf in jax.tree.leaves(state.params)} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow
 def test_a_step_with_an_overflow_is_skipped_and_lowers_the_scale():
     from jaxhw.train.loss_scale import LossScale
     x, y = _images(64)
@@ -169,6 +173,7 @@ def test_a_step_with_an_overflow_is_skipped_and_lowers_the_scale():
     assert changed
 
 
+@pytest.mark.slow
 def test_a_resumed_float16_run_restores_the_loss_scale(tmp_path):
     from jaxhw.train import open_run
     from jaxhw.train.loss_scale import LossScale

@@ -51,6 +51,7 @@ def test_attention_rows_sum_to_one():
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_class_token_and_positional_embedding_are_trained():
     model = small_vit()
     x = jax.random.normal(jax.random.key(2), (4, 28, 28, 1))

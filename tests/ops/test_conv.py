@@ -110,6 +110,7 @@ def test_unsupported_cases_fall_back_to_lax(monkeypatch):
     np.testing.assert_allclose(dilated, ref, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_flax_conv_outputs_and_gradients_unchanged(monkeypatch):
     monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # take the custom path at this tiny size
     x, _, _ = _inputs((10, 10), 3)
@@ -149,6 +150,7 @@ def test_compiler_options_keep_convolutions_out_of_ynnpack():
     assert '"__ynn_fusion"' not in fast.lower(x, w).compile().as_text()
 
 
+@pytest.mark.slow
 def test_betternet_outputs_and_gradients_unchanged(monkeypatch):
     from jaxhw.models import BetterNet
 

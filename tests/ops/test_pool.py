@@ -10,6 +10,7 @@ CASES = [((2, 2), (2, 2), "VALID"), ((3, 3), (1, 1), "SAME"), ((3, 3), (2, 2), "
          ((3, 2), (2, 1), "VALID"), ((2, 2), (1, 1), ((1, 0), (0, 1)))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("window, strides, padding", CASES)
 @pytest.mark.parametrize("size", [(8, 8), (13, 11)])  # even, and odd sizes that leave a rest
 def test_values_and_gradients_equal_flax(window, strides, padding, size):

@@ -30,6 +30,7 @@ def _curve(block: int, buckets: bool, epochs: int = 2, run: int = 0):
     return recorder.steps, state, trainer
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("buckets", [False, True], ids=["one_shape", "buckets"])
 def test_blocks_give_the_loss_curve_of_single_steps(buckets):
     # With buckets, both take runs of 5 batches of one bucket, so the steps are the same.

@@ -95,6 +95,7 @@ def _epochs_done(ckpt: Path) -> int:
     return len(_curve(ckpt)) if (ckpt / "history.json").is_file() else 0
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_continues_the_same_curve(tmp_path):
     data = tmp_path / "data"
     write_image_split(data, "cifar10", "train", 2000, (32, 32, 3))
@@ -135,6 +136,7 @@ def test_unfinished_saves_are_removed_when_a_run_opens(tmp_path):
     assert remove_unfinished_saves(run) == []
 
 
+@pytest.mark.slow
 def test_a_missing_data_dir_is_one_error_line_and_no_thread_traceback(tmp_path):
     """Run the real command line several times: orbax's background cleanup used to race the
     interpreter's exit and print 'cannot schedule new futures after interpreter shutdown'."""

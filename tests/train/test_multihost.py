@@ -1,3 +1,4 @@
+import pytest
 """Several hosts for real: two processes joined by ``jax.distributed`` (a localhost
 coordinator, CPU collectives) train together like one process with the same global batch,
 and the checkpoints they write restore in a single process."""
@@ -56,6 +57,7 @@ def _result(stdout: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}

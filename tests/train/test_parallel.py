@@ -1,3 +1,4 @@
+import pytest
 """Two simulated CPU devices must give the loss curve of one."""
 
 import json
@@ -32,6 +33,7 @@ print(json.dumps(curves))
 """
 
 
+@pytest.mark.slow
 def test_two_devices_match_one():
     # Two simulated CPU devices, on a GPU machine too (JAX_PLATFORMS keeps JAX off the GPU).
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",

@@ -72,6 +72,7 @@ def test_same_seed_same_metrics():
     assert run(1) != run(2)
 
 
+@pytest.mark.slow
 def test_buckets_of_different_shapes_train_and_evaluate_together():
     trainer = tiny_trainer()
     x, y = tiny_dataset(96)
@@ -85,6 +86,7 @@ def test_buckets_of_different_shapes_train_and_evaluate_together():
     assert result.predictions.shape == (96,)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="XLA CPU compile options")
 def test_compiler_options_reach_both_steps():
     x, y = tiny_dataset(64)
