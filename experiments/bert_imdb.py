@@ -21,7 +21,6 @@ import dataclasses
 import jax
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
 from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
@@ -31,7 +30,8 @@ from jaxhw.experiment import (engine_options, Plan, RunConfig, check_batch, engi
                               start, train_and_evaluate)
 from jaxhw.train.precision import compute_dtype
 from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
-from jaxhw.train import Hook, TrainState, replicate, report
+from jaxhw.train import TrainState, replicate
+from jaxhw.train.printouts import ReportPrinter
 from jaxhw.train.schedules import warmup_steps
 
 SPEC = get_spec("imdb")
@@ -146,19 +146,6 @@ def optimizer(cfg: Config, micro_steps: int) -> optax.GradientTransformation:
     return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate).gradient_transformation()
 
 
-class ReportPrinter(Hook):
-    """Per epoch: the validation accuracy and sklearn's precision / recall / F1 report;
-    finally ``Test Accuracy: 0.xxxx`` and the test report."""
-
-    def on_epoch_end(self, epoch, record, evaluation):
-        tqdm.write(f"Epoch {epoch}: Validation Accuracy: {evaluation.accuracy:.4f}")
-        tqdm.write(report(evaluation.labels, evaluation.predictions, SPEC.class_names))
-
-    def on_test(self, result):
-        print(f"Test Accuracy: {result.accuracy:.4f}")
-        print(report(result.labels, result.predictions, SPEC.class_names))
-
-
 def boundaries_of(cfg: Config) -> list[int]:
     """The length buckets' token counts: equal steps up to --max-len."""
     return sorted({round(cfg.max_len * (k + 1) / cfg.buckets) for k in range(cfg.buckets)})
@@ -226,7 +213,7 @@ def run(cfg: Config) -> dict:
         return {"train_sequences_per_s": rate}
 
     plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
-                class_names=SPEC.class_names, hooks=[ReportPrinter()], eval_batch_size=64,
+                class_names=SPEC.class_names, hooks=[ReportPrinter(SPEC.class_names)], eval_batch_size=64,
                 finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
                 learning_rate=lambda step: lr(step // cfg.accumulate),  # step: micro-batches
                 eval_split="validation", predictor=predictor(cfg))

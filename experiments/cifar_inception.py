@@ -38,7 +38,7 @@ from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.schedules import warmup_steps
 from jaxhw.train.xla_options import cpu_conv_options
 
-from experiments.cifar_simple_cnn import OriginalPrintouts  # the original notebook's lines
+from jaxhw.train.printouts import CifarPrintouts
 
 # CIFAR-10 train-set channel means and standard deviations (of pixels scaled to [0, 1]).
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -308,7 +308,7 @@ def run(cfg: Config) -> dict:
         lookahead=Lookahead(cfg.epochs * steps_per_epoch, steps_per_epoch) if cfg.lookahead
         else None)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      hooks=[OriginalPrintouts(cfg.print_every)], adjust=set_stem,
+                      hooks=[CifarPrintouts(cfg.print_every)], adjust=set_stem,
                       learning_rate=make_schedule(cfg, cfg.epochs * steps_per_epoch),
                       predictor=record)
     return train_and_evaluate(name, cfg, plan)

@@ -21,7 +21,7 @@ from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, eng
                               image_plan, load_images, predict_from, start,
                               train_and_evaluate)
 from jaxhw.train.precision import compute_dtype
-from jaxhw.train import RunningLossPrinter
+from jaxhw.train.printouts import CifarPrintouts
 from jaxhw.train.xla_options import cpu_conv_options
 
 
@@ -37,20 +37,6 @@ class Config(RunConfig):
     def rules(self) -> None:
         super().rules()
         check_batch(self, "cifar10")
-
-
-class OriginalPrintouts(RunningLossPrinter):
-    """The original notebook's lines: ``[epoch, step] loss: x.xxx`` every ``every``
-    mini-batches, ``Finished Training``, ``Saved Trained Model`` and
-    ``Accuracy of the network on the 10000 test images: NN %``."""
-
-    def on_train_end(self, directory):
-        print("Finished Training")
-        print("Saved Trained Model")
-
-    def on_test(self, result):
-        print(f"Accuracy of the network on the {len(result.labels)} test images: "
-              f"{int(100 * result.accuracy)} %")
 
 
 PREPROCESS = Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))  # to [-1, 1]
@@ -78,7 +64,7 @@ def run(cfg: Config) -> dict:
     trainer = engine_trainer(cfg, net.model, optax.sgd(cfg.lr, cfg.momentum),
                              compiler_options=net.compiler_options, preprocess=net.preprocess)
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      hooks=[OriginalPrintouts(cfg.print_every)],
+                      hooks=[CifarPrintouts(cfg.print_every)],
                       learning_rate=lambda step: cfg.lr, predictor=record)
     return train_and_evaluate(name, cfg, plan)
 

@@ -33,7 +33,8 @@ from jaxhw.experiment import (engine_options, MAX_SEED, RESUME, Plan, RunConfig,
                               print_timing, run_dir, start, timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
 from jaxhw.train.precision import compute_dtype
-from jaxhw.train import Hook, TrainState, count_params, sequence_loss, write_json
+from jaxhw.train import TrainState, count_params, sequence_loss, write_json
+from jaxhw.train.printouts import DemoPrinter
 from jaxhw.train.schedules import warmup_steps
 
 # Defaults per task: the original demo's sizes, and a small model for the sequence tasks.
@@ -166,14 +167,6 @@ def teacher_forcing(src: np.ndarray, tgt: np.ndarray) -> tuple[tuple, np.ndarray
     return (src, tgt[:, :-1]), tgt[:, 1:]
 
 
-class EpochPrinter(Hook):
-    """The original demo's ``Epoch: N, Loss: x`` (one full-batch step per "epoch")."""
-
-    def on_losses(self, epoch, first_step, losses):
-        for loss in losses:
-            print(f"Epoch: {epoch}, Loss: {loss}")
-
-
 def run_random(cfg: Config, dtype) -> dict:
     """The original demo: ``--steps`` full-batch steps on random tokens, each loss printed;
     no checkpoints (it takes a minute on a GPU). Returns what results.json holds."""
@@ -186,7 +179,7 @@ def run_random(cfg: Config, dtype) -> dict:
     state = trainer.init_state(jax.random.key(cfg.seed), (x[0][:1], x[1][:1]))
     data = trainer.put(x, y)
     print(f"Transformer: {count_params(state.params):,} parameters, init {cfg.init}")
-    printer, times, losses = EpochPrinter(), [], []
+    printer, times, losses = DemoPrinter(), [], []
     for step in range(1, cfg.steps + 1):
         c0, t0 = trainer.setup_s, time.perf_counter()
         state, loss = trainer.train_epoch(state, data, cfg.batch_size, jax.random.key(step),

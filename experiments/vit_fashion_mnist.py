@@ -34,7 +34,8 @@ from jaxhw.experiment import (engine_options, Images, Preprocess, RunConfig, che
                               train_and_evaluate)
 from jaxhw.train.precision import compute_dtype
 from jaxhw.models.vit import VisionTransformer
-from jaxhw.train import Hook, TrainState, classification_loss
+from jaxhw.train import TrainState, classification_loss
+from jaxhw.train.printouts import VitPrintouts
 from jaxhw.train.schedules import warmup_steps
 
 # Fashion-MNIST train-set pixel mean and standard deviation (pixels scaled to [0, 1]).
@@ -137,21 +138,6 @@ def make_optimizer(cfg: Config, steps_per_epoch: int) -> optax.GradientTransform
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask)
 
 
-class OriginalPrintouts(Hook):
-    """The original lines: ``Epoch i/N loss: x.xx`` after each epoch, then
-    ``Test loss: x.xx`` and ``Test accuracy: xx.xx%``."""
-
-    def __init__(self, epochs: int):
-        self.epochs = epochs
-
-    def on_epoch_end(self, epoch, record, evaluation):
-        print(f"Epoch {epoch}/{self.epochs} loss: {record['train_loss']:.2f}")
-
-    def on_test(self, result):
-        print(f"Test loss: {result.loss:.2f}")
-        print(f"Test accuracy: {100 * result.accuracy:.2f}%")
-
-
 def attention_plot(cfg: Config, model: VisionTransformer, images: Images
                    ) -> Callable[[TrainState, Path, dict], dict]:
     """What draws the attention maps of 6 random test images (``attention.png``) with a
@@ -196,7 +182,7 @@ def run(cfg: Config, name: str = "vit_fashion_mnist") -> dict:
         preprocess=Preprocess(FMNIST_MEAN, FMNIST_STD, pad=cfg.crop_pad, flip=cfg.flip,
                               erase=cfg.erase))
     plan = image_plan(name, trainer, images, epochs=cfg.epochs, batch_size=cfg.batch_size,
-                      hooks=[OriginalPrintouts(cfg.epochs)],
+                      hooks=[VitPrintouts(cfg.epochs)],
                       finish=attention_plot(cfg, model, images),
                       learning_rate=make_schedule(cfg, steps_per_epoch),
                       predictor=predictor(cfg))

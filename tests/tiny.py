@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import flax.linen as nn
 import numpy as np
 import optax
@@ -11,6 +13,8 @@ from jaxhw.train import Trainer
 
 
 class TinyNet(nn.Module):
+    convolutional: ClassVar[bool] = True  # one step per device call on a CPU, as the CNNs
+
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = nn.Conv(4, (3, 3))(x)

@@ -41,7 +41,7 @@ computes mean and variance in float32 at least).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -89,6 +89,8 @@ class SimpleCNN(nn.Module):
     ``[B, 32, 32, 3]`` -> logits ``[B, 10]``; VALID padding, so the flattened feature is
     16 * 5 * 5 = 400 as in the original.
     """
+
+    convolutional: ClassVar[bool] = True  # one step per device call on a CPU
 
     num_classes: int = 10
     conv: ConvFn = lax.conv_general_dilated
@@ -209,6 +211,8 @@ class InceptionCNN(nn.Module):
     """The handout's small Inception network: conv9x9(8) - pool3 - conv9x9(8) - pool3 -
     Inception - dense 10. ``[B, 32, 32, 3]`` -> ``[B, 10]``."""
 
+    convolutional: ClassVar[bool] = True  # one step per device call on a CPU
+
     num_classes: int = 10
     inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
     conv: ConvFn = lax.conv_general_dilated
@@ -247,6 +251,8 @@ class BetterNet(nn.Module):
 
     ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
     """
+
+    convolutional: ClassVar[bool] = True  # one step per device call on a CPU
 
     num_classes: int = 10
     stem: int = 32

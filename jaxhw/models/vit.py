@@ -9,7 +9,7 @@ their statistics in float32.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import chex
 import flax.linen as nn
@@ -146,6 +146,8 @@ class VisionTransformer(nn.Module):
     """``[B, img, img, C]`` -> logits ``[B, num_classes]``: patch embedding, a learnable class
     token prepended, a learnable positional embedding ``[1, N + 1, D]``, ``depth`` blocks,
     a final LayerNorm and a linear head on the class token."""
+
+    convolutional: ClassVar[bool] = True  # the patch embedding; see Trainer
 
     img_size: int = 28
     patch_size: int = 4

@@ -3,8 +3,8 @@
 from jaxhw.train.checkpoint import (CheckpointError, Checkpoints, check_run, open_run,
                                     write_json)
 from jaxhw.train.loop import Data, EvalResult, Hook, Trainer
-from jaxhw.train.metrics import (RunningLossPrinter, confusion, per_class_accuracy,
-                                 per_class_table, report)
+from jaxhw.train.metrics import confusion, per_class_accuracy, per_class_table, report
+from jaxhw.train.printouts import RunningLossPrinter
 from jaxhw.train.parallel import make_mesh, replicate
 from jaxhw.train.state import TrainState, count_params, create_train_state
 from jaxhw.train.steps import (classification_loss, make_eval_step, make_train_step,

@@ -104,9 +104,9 @@ class Trainer:
         ``compiler_options``; e.g. ``jaxhw.train.xla_options.cpu_conv_options(True)``).
       steps_per_call: optimizer steps per device call (a ``lax.scan``); 0 (auto) means
         ``log_every``, the steps between two host reads of the loss, except on a CPU for
-        models with convolutions: XLA's CPU backend runs convolutions inside a loop many
-        times slower (figures in docs/engine.md), so those take one step
-        per call there; with buckets, auto shortens the block until at least 90 % of an
+        models that declare ``convolutional = True`` (a class attribute): XLA's CPU backend
+        runs convolutions inside a loop many times slower (figures in docs/engine.md), so
+        those take one step per call there; with buckets, auto shortens the block until at least 90 % of an
         epoch's calls are full blocks (:func:`full_block_share`). Hooks still see every
         step's loss, and the losses equal those of one step per call.
       bucket_run: with buckets, how many batches of one bucket are taken in a row
@@ -187,47 +187,26 @@ class Trainer:
             self._executables[key] = executable
         return executable(state, *args)
 
-    def _choose_block(self, state: TrainState, data: dict, counts: Sequence[int]) -> int:
+    def choose_block(self, counts: Sequence[int]) -> int:
+        """Steps per device call for an epoch of ``counts`` batches per bucket (see
+        ``steps_per_call``)."""
         if self.steps_per_call:
             return self.steps_per_call
-        if jax.default_backend() == "cpu":
-            x = self.preprocess(jax.random.key(0), jax.tree.map(lambda a: a[:1], data["x"]),
-                                False)
-            args = x if isinstance(x, tuple) else (x,)
-            forward = jax.make_jaxpr(lambda v, *a: self.model.apply(v, *a, train=False))
-            if "conv_general_dilated" in str(forward(state.variables(), *args)):
-                return 1
+        if jax.default_backend() == "cpu" and getattr(self.model, "convolutional", False):
+            return 1
         block = self.log_every
         if len(counts) > 1:  # buckets: each bucket's last run is short; keep those rare
             while block > 1 and full_block_share(counts, block) < FULL_BLOCK_SHARE:
                 block -= 1
         return block
 
-    def _block_fn(self, steps: int):
+    def block_fn(self, steps: int):
         """The jitted block of ``steps`` optimizer steps (built once per length)."""
         if steps not in self._blocks:
             self._blocks[steps] = make_train_steps(
                 self.model, self.tx, self.loss_fn, self.mesh, self.preprocess,
                 self.compiler_options, steps, self.lookahead)
         return self._blocks[steps]
-
-    def train_memory(self, state: TrainState, data: dict, batch_size: int) -> dict[str, int]:
-        """XLA's memory analysis of the compiled train block for batches of ``batch_size``
-        drawn from ``data`` (one bucket), in bytes: ``arguments`` (state, dataset, batch
-        indices), ``outputs``, ``aliased`` (outputs written into donated arguments),
-        ``temporaries``, and ``peak`` = arguments + outputs - aliased + temporaries, what
-        the device must hold while the block runs. Compiles without running anything."""
-        if self.block is None:
-            self.block = self._choose_block(state, data, [len(data["y"]) // batch_size])
-        batches = np.zeros((self.block, batch_size), np.int32)
-        compiled = self._block_fn(self.block).lower(
-            state, data, parallel.replicate(batches, self.mesh), np.int32(0)).compile()
-        m = compiled.memory_analysis()
-        stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
-                 "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
-        stats["peak"] = (stats["arguments"] + stats["outputs"] - stats["aliased"]
-                         + stats["temporaries"])
-        return stats
 
     # ------------------------------------------------------------------ setup
     def init_state(self, rng: jax.Array, example_x: Any) -> TrainState:
@@ -267,7 +246,7 @@ class Trainer:
                    for b in used}
         counts = [len(batches[b]) for b in used]
         if self.block is None:
-            self.block = self._choose_block(state, buckets[used[0]], counts)
+            self.block = self.choose_block(counts)
         calls = [(used[i], first, count) for i, first, count in plan_calls(
             counts, self.bucket_run or self.block, self.block,
             keys[-1] if len(buckets) > 1 else None)]
@@ -277,7 +256,7 @@ class Trainer:
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
             for n, (b, position, count) in enumerate(calls):
-                state, losses = self._call(f"train x{count}", self._block_fn(count), state,
+                state, losses = self._call(f"train x{count}", self.block_fn(count), state,
                                            buckets[b], ordered[b], np.int32(position))
                 pending.append((losses, count))
                 done, waiting = done + count, waiting + count

@@ -156,3 +156,25 @@ def test_deterministic_gpu_ops_is_an_option_xla_knows():
     jax.jit(f, compiler_options=DETERMINISTIC_OPTIONS).lower(1.0).compile()  # known, valid
     with pytest.raises(Exception, match="No such compile option"):
         jax.jit(f, compiler_options={"xla_gpu_determinstic_ops": "True"}).lower(1.0).compile()
+
+
+def test_models_declare_their_convolutions_truthfully():
+    """The automatic block reads a model's declared ``convolutional``; each model family
+    declares it exactly when its forward pass holds a convolution."""
+    import jax.numpy as jnp
+
+    from jaxhw.inference import build_model
+
+    cases = [("simple_cnn", {}, (1, 32, 32, 3)), ("inception_cnn", {}, (1, 32, 32, 3)),
+             ("betternet", {"widths": [16, 16, 16]}, (1, 32, 32, 3)),
+             ("vit", dict(img_size=28, patch_size=7, in_chans=1, num_classes=10,
+                          embed_dim=16, depth=1, num_heads=2), (1, 28, 28, 1)),
+             ("transformer", dict(input_lib_size=12, output_lib_size=12, dim=16, head_num=2,
+                                  layer_num=1, ffn_dim=32, seq_len_max=8), None)]
+    for family, args, shape in cases:
+        model = build_model(family, args)
+        inputs = ((jnp.zeros(shape),) if shape else
+                  (jnp.ones((1, 6), jnp.int32), jnp.ones((1, 6), jnp.int32)))
+        variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
+        jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, *inputs))(variables))
+        assert getattr(model, "convolutional", False) == ("conv_general_dilated" in jaxpr), family
