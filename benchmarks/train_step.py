@@ -30,7 +30,6 @@ import optax
 
 from jaxhw.models import BetterNet, ResidualBlock, SimpleCNN
 from jaxhw import ops
-from jaxhw.models.cnn import make_conv
 from jaxhw.train import Trainer, make_train_step
 from jaxhw.train.xla_options import cpu_conv_options
 import flax.linen as nn
@@ -40,11 +39,11 @@ class ResidualStack(nn.Module):
     """stem conv 3->64 + BN + ReLU at 32x32, ResidualBlocks 64->64, 64->128 (/2),
     128->256 (/2), global average pool, dense 10."""
 
-    conv: object = jax.lax.conv_general_dilated
+    conv: object = nn.Conv
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        x = make_conv(self.conv, 64, (3, 3), use_bias=False)(x)
+        x = self.conv(64, (3, 3), use_bias=False)(x)
         x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
         for cin, cout, stride in ((64, 64, 1), (64, 128, 2), (128, 256, 2)):
             x = ResidualBlock(cin, cout, stride, conv=self.conv)(x, train)
@@ -123,9 +122,10 @@ def torch_nets():
 
 
 # (constructor taking jaxhw.ops.Layers, batch size); BetterNet with its module defaults.
-NETS = {"SimpleCNN": (lambda o: SimpleCNN(conv=o.conv, max_pool=o.max_pool), 128),
-        "ResidualStack": (lambda o: ResidualStack(conv=o.conv), 256),
-        "BetterNet": (lambda o: BetterNet(blocks=(0, 1, 1), conv=o.conv, max_pool=o.max_pool),
+NETS = {"SimpleCNN": (lambda o: SimpleCNN(conv=o.conv_module, max_pool=o.max_pool), 128),
+        "ResidualStack": (lambda o: ResidualStack(conv=o.conv_module), 256),
+        "BetterNet": (lambda o: BetterNet(blocks=(0, 1, 1), conv=o.conv_module,
+                                          max_pool=o.max_pool),
                       128)}
 # Default steps per timed block: enough that a block lasts ~0.5 s or more on a 2-core CPU
 # (a SimpleCNN step takes ~10-20 ms, a ResidualStack step ~2-4 s).

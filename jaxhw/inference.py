@@ -43,19 +43,21 @@ class Inference:
 def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
     def make(dtype, conv: str = "auto", act: str | None = None,
              bn: Sequence[Any] | None = None, **args):
+        import functools
+
         import flax.linen as nn
 
         from jaxhw import ops
         from jaxhw.models import get_model
-        from jaxhw.models.cnn import BatchNormSettings
         layers = ops.layers(conv)
+        args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         if act is not None:
             args["act"] = {"relu": nn.relu, "gelu": nn.gelu}[act]
-        if bn is not None:
-            args["bn"] = BatchNormSettings(*bn)
-        args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
-        return get_model(family, conv=layers.conv, max_pool=layers.max_pool, dtype=dtype,
-                         **args), None
+        if bn is not None:  # momentum, epsilon, a learned scale
+            args["norm"] = functools.partial(nn.BatchNorm, momentum=bn[0], epsilon=bn[1],
+                                             use_scale=bn[2])
+        return get_model(family, conv=layers.conv_module, max_pool=layers.max_pool,
+                         dtype=dtype, **args), None
     return make
 
 

@@ -21,66 +21,33 @@ BetterNet's design (why each piece is there):
 * Batch norm after every convolution (zero-initialised scale on each block's last BN
   would be a further trick; we keep the blocks exactly as specified).
 
-Every module takes the layers it is built with, Flax style: ``conv`` (a function with
-``lax.conv_general_dilated``'s signature, default ``lax``'s) and ``max_pool`` (with
-``flax.linen.max_pool``'s, default flax's). The experiments pass jaxhw's CPU versions on a
-CPU (``jaxhw.ops.layers``); they change speed only: values and gradients agree to float
-rounding.
-
-The CNN blocks also take ``bn`` (:class:`BatchNormSettings`: momentum, epsilon, a
-learnable scale or not) and ``act`` (the activation, ReLU by default as in the spec), so
-the GPU speed-run recipe can use airbench's batch-norm settings and GELU with the same
-blocks; the defaults are the spec's and PyTorch's.
-
-Every module also takes ``dtype``, the dtype its convolutions, dense layers and batch norms
-compute in (``jnp.bfloat16`` for mixed precision on a GPU). Parameters and batch-norm
-statistics stay float32 whatever ``dtype`` is (flax's ``param_dtype``, and its batch norm
-computes mean and variance in float32 at least).
+Every module is given its layers the Flax way: ``conv`` (a partial of ``nn.Conv``, e.g. with
+jaxhw's CPU ``conv_general_dilated``, ``jaxhw.ops.layers``), ``norm`` (a partial of
+``nn.BatchNorm``: PyTorch's momentum and epsilon by default, airbench's settings in the gpu
+preset), ``act`` (ReLU, as in the spec) and ``max_pool`` (``flax.linen.max_pool``'s
+signature). The CPU layers change speed only: values and gradients agree to float rounding.
+The networks also take ``dtype``, what their convolutions, dense layers and batch norms
+compute in (``jnp.bfloat16`` for mixed precision on a GPU); parameters and batch-norm
+statistics stay float32 whatever ``dtype`` is.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from typing import Any, Callable, ClassVar, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from jax import lax
-
 Dtype = Any  # a jnp dtype: the computation dtype of a module (parameters stay float32)
 Activation = Callable[[jnp.ndarray], jnp.ndarray]
-ConvFn = Callable[..., jnp.ndarray]  # lax.conv_general_dilated's signature
+ModuleDef = Any  # a flax module class or a functools.partial of one
 PoolFn = Callable[..., jnp.ndarray]  # flax.linen.max_pool's signature
 
-
-@dataclasses.dataclass(frozen=True)
-class BatchNormSettings:
-    """How every batch norm of a CNN behaves. The defaults are PyTorch's ``BatchNorm2d``
-    (its momentum 0.1 is flax's 0.9: flax's momentum is the weight of the running average),
-    as in the original notebooks."""
-
-    momentum: float = 0.9
-    epsilon: float = 1e-5
-    use_scale: bool = True  # False: the scale stays 1 (airbench trains only the bias)
-
-
-def make_conv(conv: ConvFn, features: int, kernel: tuple[int, int], strides=1,
-              **kwargs) -> nn.Conv:
-    """``nn.Conv`` computed by ``conv``."""
-    return nn.Conv(features, kernel, strides, conv_general_dilated=conv, **kwargs)
-
-
-def batch_norm(train: bool, dtype: Dtype, bn: BatchNormSettings = BatchNormSettings()
-               ) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=not train, dtype=dtype, momentum=bn.momentum,
-                        epsilon=bn.epsilon, use_scale=bn.use_scale)
-
-
-def _layer_args(module: nn.Module) -> dict:
-    """What a CNN block hands on to the ConvBN and ResidualBlock blocks inside it."""
-    return dict(conv=module.conv, dtype=module.dtype, bn=module.bn, act=module.act)
+# PyTorch's BatchNorm2d defaults, as in the original notebooks (its momentum 0.1 is flax's
+# 0.9: flax's momentum is the weight of the running average).
+BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
 
 class SimpleCNN(nn.Module):
@@ -93,14 +60,14 @@ class SimpleCNN(nn.Module):
     convolutional: ClassVar[bool] = True  # one step per device call on a CPU
 
     num_classes: int = 10
-    conv: ConvFn = lax.conv_general_dilated
+    conv: ModuleDef = nn.Conv
     max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         del train  # no dropout or batch norm
-        conv = lambda *a: make_conv(self.conv, *a, padding="VALID", dtype=self.dtype)  # noqa: E731
+        conv = functools.partial(self.conv, padding="VALID", dtype=self.dtype)
         x = nn.relu(conv(8, (7, 7))(x))                              # [B, 26, 26, 8]
         x = self.max_pool(x, (2, 2), strides=(2, 2))  # [B, 13, 13, 8]
         x = nn.relu(conv(16, (4, 4))(x))                             # [B, 10, 10, 16]
@@ -116,16 +83,14 @@ class ConvBN(nn.Module):
 
     features: int
     kernel: int
-    conv: ConvFn = lax.conv_general_dilated
-    dtype: Dtype = jnp.float32
-    bn: BatchNormSettings = BatchNormSettings()
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = BatchNorm
     act: Activation = nn.relu
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        x = make_conv(self.conv, self.features, (self.kernel, self.kernel), padding="SAME",
-                      dtype=self.dtype)(x)
-        return self.act(batch_norm(train, self.dtype, self.bn)(x))
+        x = self.conv(self.features, (self.kernel, self.kernel), padding="SAME")(x)
+        return self.act(self.norm(use_running_average=not train)(x))
 
 
 class Inception(nn.Module):
@@ -143,11 +108,10 @@ class Inception(nn.Module):
     n5x5_blue: int
     n5x5: int
     pool_planes: int
-    conv: ConvFn = lax.conv_general_dilated
-    max_pool: PoolFn = nn.max_pool
-    dtype: Dtype = jnp.float32
-    bn: BatchNormSettings = BatchNormSettings()
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = BatchNorm
     act: Activation = nn.relu
+    max_pool: PoolFn = nn.max_pool
 
     @property
     def out_planes(self) -> int:
@@ -158,7 +122,7 @@ class Inception(nn.Module):
         if x.shape[-1] != self.in_planes:
             raise ValueError(f"Inception expects {self.in_planes} input channels (NHWC), "
                              f"got input of shape {x.shape}")
-        ops = _layer_args(self)
+        ops = dict(conv=self.conv, norm=self.norm, act=self.act)
         y1 = ConvBN(self.n1x1, 1, **ops)(x, train)
         # (outer module first: flax names modules in the order they are built)
         y2 = ConvBN(self.n3x3, 3, **ops)(ConvBN(self.n3x3_blue, 1, **ops)(x, train), train)
@@ -179,9 +143,8 @@ class ResidualBlock(nn.Module):
     in_channels: int
     out_channels: int
     stride: int = 1
-    conv: ConvFn = lax.conv_general_dilated
-    dtype: Dtype = jnp.float32
-    bn: BatchNormSettings = BatchNormSettings()
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = BatchNorm
     act: Activation = nn.relu
 
     @property
@@ -194,16 +157,15 @@ class ResidualBlock(nn.Module):
             raise ValueError(f"ResidualBlock expects {self.in_channels} input channels (NHWC), "
                              f"got input of shape {x.shape}")
         s = (self.stride, self.stride)
-        bn = lambda: batch_norm(train, self.dtype, self.bn)  # noqa: E731
-        conv = lambda *a, **k: make_conv(self.conv, *a, use_bias=False,  # noqa: E731
-                                         dtype=self.dtype, **k)
+        norm = functools.partial(self.norm, use_running_average=not train)
+        conv = functools.partial(self.conv, use_bias=False)
         y = conv(self.out_channels, (3, 3), s, padding=((1, 1), (1, 1)))(x)
-        y = self.act(bn()(y))
+        y = self.act(norm()(y))
         y = conv(self.out_channels, (3, 3), padding=((1, 1), (1, 1)))(y)
-        y = bn()(y)
+        y = norm()(y)
         shortcut = x
         if self.has_projection:
-            shortcut = bn()(conv(self.out_channels, (1, 1), s, padding="VALID")(x))
+            shortcut = norm()(conv(self.out_channels, (1, 1), s, padding="VALID")(x))
         return self.act(y + shortcut)
 
 
@@ -215,17 +177,20 @@ class InceptionCNN(nn.Module):
 
     num_classes: int = 10
     inception: Sequence[int] = (16, 16, 32, 4, 8, 8)  # n1x1, n3x3_blue, n3x3, n5x5_blue, n5x5, pool
-    conv: ConvFn = lax.conv_general_dilated
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = BatchNorm
     max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        conv = functools.partial(self.conv, dtype=self.dtype)
         for _ in range(2):
-            x = nn.relu(make_conv(self.conv, 8, (9, 9), padding="SAME", dtype=self.dtype)(x))
+            x = nn.relu(conv(8, (9, 9), padding="SAME")(x))
             x = self.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")  # 32 -> 16 -> 8
-        x = Inception(8, *self.inception, conv=self.conv, max_pool=self.max_pool,
-                      dtype=self.dtype)(x, train)
+        x = Inception(8, *self.inception, conv=conv,
+                      norm=functools.partial(self.norm, dtype=self.dtype),
+                      max_pool=self.max_pool)(x, train)
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1))
 
 
@@ -258,11 +223,11 @@ class BetterNet(nn.Module):
     stem: int = 32
     widths: Sequence[int] = (64, 128, 256)
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
-    conv: ConvFn = lax.conv_general_dilated
+    conv: ModuleDef = nn.Conv
+    norm: ModuleDef = BatchNorm
+    act: Activation = nn.relu
     max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
-    bn: BatchNormSettings = BatchNormSettings()
-    act: Activation = nn.relu
     whiten: bool = False
     downsample: str = "stride"   # "stride" | "pool"
     head_pool: str = "avg"       # "avg" | "max"
@@ -276,12 +241,13 @@ class BetterNet(nn.Module):
         if self.downsample not in ("stride", "pool") or self.head_pool not in ("avg", "max"):
             raise ValueError(f"downsample must be 'stride' or 'pool' and head_pool 'avg' or "
                              f"'max', got {self.downsample!r} and {self.head_pool!r}")
-        ops = _layer_args(self)
+        conv = functools.partial(self.conv, dtype=self.dtype)
+        ops = dict(conv=conv, norm=functools.partial(self.norm, dtype=self.dtype), act=self.act)
         pool = lambda v: self.max_pool(v, (2, 2), strides=(2, 2))  # noqa: E731
         if self.whiten:
             c = WHITEN_WIDTH
-            x = self.act(make_conv(self.conv, c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
-                                   dtype=self.dtype, name="whiten")(x))  # [B, 31, 31, 24]
+            x = self.act(conv(c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
+                              name="whiten")(x))                        # [B, 31, 31, 24]
             if self.downsample == "stride":  # as after the 3x3 stem: work at 15x15
                 x = pool(x)                                             # [B, 15, 15, 24]
         else:

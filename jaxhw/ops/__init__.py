@@ -1,4 +1,5 @@
-"""Layer implementations the models can be given (Flax style: ``conv=``, ``max_pool=``).
+"""Layer implementations the models can be given (Flax style: ``conv=partial(nn.Conv, ...)``,
+``max_pool=``).
 
 :func:`layers` turns an experiment's ``--conv auto|fast|lax`` into the convolution and max
 pooling to build a CNN with: jaxhw's CPU versions (:mod:`jaxhw.ops.conv`,
@@ -9,6 +10,7 @@ asks whether training runs on a CPU.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -29,6 +31,11 @@ class Layers:
     conv: Callable
     max_pool: Callable
     fast: bool
+
+    @property
+    def conv_module(self) -> Callable[..., nn.Conv]:
+        """``nn.Conv`` computed by :attr:`conv`, for a CNN's ``conv=``."""
+        return functools.partial(nn.Conv, conv_general_dilated=self.conv)
 
 
 def layers(choice: str = "auto", backend: str | None = None) -> Layers:

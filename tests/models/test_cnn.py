@@ -1,3 +1,6 @@
+import functools
+
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,7 +118,7 @@ def test_unknown_model_name():
 
 # ---------------------------------------------------------------- the speed-run options
 
-from jaxhw.models.cnn import BatchNormSettings, image_patches, whitening_kernel  # noqa: E402
+from jaxhw.models.cnn import image_patches, whitening_kernel  # noqa: E402
 
 
 def test_image_patches_by_hand():
@@ -151,7 +154,8 @@ def test_whitening_conv_makes_the_patch_covariance_the_identity():
 def test_speedrun_betternet_shapes_and_head():
     model = BetterNet(widths=(16, 32, 32), blocks=(0, 1, 1), whiten=True, downsample="pool",
                       head_pool="max", head_scale=1 / 9, head_bias=False, act=jax.nn.gelu,
-                      bn=BatchNormSettings(momentum=0.6, epsilon=1e-12, use_scale=False))
+                      norm=functools.partial(nn.BatchNorm, momentum=0.6, epsilon=1e-12,
+                                             use_scale=False))
     x = jnp.ones((2, 32, 32, 3))
     variables = init(model, x)
     params = variables["params"]
@@ -170,7 +174,8 @@ def test_speedrun_betternet_shapes_and_head():
 
 
 def test_batch_norm_settings_reach_every_block():
-    model = ResidualBlock(8, 16, bn=BatchNormSettings(momentum=0.5, use_scale=False))
+    model = ResidualBlock(8, 16, norm=functools.partial(nn.BatchNorm, momentum=0.5,
+                                                        use_scale=False))
     x = jax.random.normal(jax.random.key(1), (4, 6, 6, 8))
     variables = init(model, x)
     assert all("scale" not in v for v in variables["params"].values())

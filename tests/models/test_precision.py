@@ -42,7 +42,7 @@ CASES = {
                                       dtype=d),
                   (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
     "betternet_fast_conv": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1),
-                                                conv=ops.conv_general_dilated,
+                                                conv=ops.layers("fast").conv_module,
                                                 max_pool=ops.max_pool, dtype=d),
                             (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
     "vit": (lambda d: VisionTransformer(patch_size=7, embed_dim=32, depth=2, num_heads=4,
