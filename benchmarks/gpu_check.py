@@ -19,7 +19,7 @@ once per XLA GPU autotuning level in ``--bert-autotune``. A row that fails is re
 its error and the check goes on; rows that would start after ``--budget-s`` are skipped.
 
 ``--smoke`` runs the same rows at toy sizes on data it writes itself (a tiny BERT in place
-of MiniLM, ``jaxhw.models.bert.save_tiny_bert``, and a small bert-base stand-in), so a
+of MiniLM, ``tests.tiny.save_tiny_bert``, and a small bert-base stand-in), so a
 CPU test exercises the whole check.
 """
 
@@ -257,7 +257,7 @@ def main(argv=None) -> list[dict]:
     if args.smoke:
         args.data_dir = work / "data"
         write_tiny_data(args.data_dir)
-        from jaxhw.models.bert import save_tiny_bert
+        from tests.tiny import save_tiny_bert  # a random tiny BERT: the smoke run needs no hub
         save_tiny_bert(work / "tiny_bert", ["the", "movie", "was", "good", "bad"])
     only = {n for n in args.only.split(",") if n}  # names before any _autotune suffix
     rows, start = [], time.perf_counter()

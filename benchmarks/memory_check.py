@@ -51,7 +51,7 @@ def bert_config(model: str):
 
     if model == "bert-base-uncased":
         return BertConfig()  # bert-base-uncased's architecture (768 wide, 12 layers, 30,522 words)
-    from jaxhw.models.bert import resolve
+    from jaxhw.pretrained import resolve
     source, local_only = resolve(model)
     return AutoConfig.from_pretrained(source, local_files_only=local_only)
 

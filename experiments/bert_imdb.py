@@ -29,7 +29,8 @@ from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
 from jaxhw.experiment import (engine_options, Plan, RunConfig, check_batch, engine_trainer, predict_from,
                               start, train_and_evaluate)
 from jaxhw.train.precision import compute_dtype
-from jaxhw.models.bert import HEADS, BertClassifier, load_pretrained
+from jaxhw.models.bert import HEADS, BertClassifier
+from jaxhw.pretrained import load_pretrained
 from jaxhw.train import TrainState, replicate
 from jaxhw.train.printouts import ReportPrinter
 from jaxhw.train.schedules import warmup_steps

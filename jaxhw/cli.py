@@ -7,7 +7,7 @@ from typing import Callable
 
 from jaxhw.config import ConfigError
 from jaxhw.data.sources import DataError
-from jaxhw.models.bert import ModelLoadError
+from jaxhw.pretrained import ModelLoadError
 from jaxhw.train.checkpoint import CheckpointError
 
 

@@ -72,7 +72,8 @@ def _transformer(dtype, **args):
 
 
 def _bert(dtype, pretrained: str, **args):
-    from jaxhw.models.bert import BertClassifier, load_config_and_tokenizer
+    from jaxhw.models.bert import BertClassifier
+    from jaxhw.pretrained import load_config_and_tokenizer
     bert_config, tokenizer = load_config_and_tokenizer(pretrained)
     return BertClassifier(bert_config, **args, dtype=dtype), tokenizer
 

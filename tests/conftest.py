@@ -53,6 +53,6 @@ WORDS = ["good", "bad", "movie", "plot", "great", "awful", "the", "was", "a"]
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A randomly initialised tiny BERT and a WordPiece tokenizer, saved like a hub model
     (ids: [PAD] 0, [UNK] 1, [CLS] 2, [SEP] 3, [MASK] 4, then WORDS from 5)."""
-    from jaxhw.models.bert import save_tiny_bert
+    from tests.tiny import save_tiny_bert
 
     return save_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), WORDS)

@@ -86,8 +86,8 @@ def test_overwrite_with_a_missing_data_dir_keeps_the_previous_run(tmp_path, caps
 
 def test_overwrite_with_a_mistyped_model_keeps_the_previous_run(tiny_data, tmp_path, capsys,
                                                                 monkeypatch):
-    from jaxhw.models import bert
-    monkeypatch.setattr(bert, "reachable", lambda url, **kw: False)
+    from jaxhw import pretrained
+    monkeypatch.setattr(pretrained, "reachable", lambda url, **kw: False)
     module = importlib.import_module("experiments.bert_imdb")
     run = tmp_path / "run"
     _previous_run(run)

@@ -6,8 +6,9 @@ import optax
 import pytest
 
 from jaxhw.data.text import bucket_by_length, clean, tokenize, truncate
-from jaxhw.models import bert
-from jaxhw.models.bert import BertClassifier, ModelLoadError, load_pretrained
+from jaxhw import pretrained as loading
+from jaxhw.models.bert import BertClassifier
+from jaxhw.pretrained import ModelLoadError, load_pretrained
 from jaxhw.train import Trainer, replicate
 
 @pytest.mark.slow
@@ -25,7 +26,7 @@ def test_directory_without_weights_is_refused(tmp_path, tiny_model_dir):
 
 
 def test_offline_hub_name_fails_fast_naming_alternatives(monkeypatch):
-    monkeypatch.setattr(bert, "reachable", lambda url, **kw: False)
+    monkeypatch.setattr(loading, "reachable", lambda url, **kw: False)
     start = time.perf_counter()
     with pytest.raises(ModelLoadError, match="--model minilm.*local directory"):
         load_pretrained("some-org/not-cached-bert")
