@@ -1,7 +1,8 @@
-import pytest
 """``python -m benchmarks.gpu_check --smoke``: every row of the GPU check runs on a CPU."""
 
 import json
+
+import pytest
 
 from benchmarks import gpu_check
 

@@ -1,7 +1,8 @@
-import pytest
 """The BERT notebook's default settings fit a free Colab T4: XLA's memory analysis of the
 compiled train block (bert-base-shaped, random weights, float16 as --dtype auto picks on
 compute capability 7.5) stays under 0.75 x 15 GiB - 1 GiB."""
+
+import pytest
 
 from benchmarks import memory_check
 

@@ -1,4 +1,3 @@
-import pytest
 """Several hosts for real: two processes joined by ``jax.distributed`` (a localhost
 coordinator, CPU collectives) train together like one process with the same global batch,
 and the checkpoints they write restore in a single process."""
@@ -11,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,3 @@
-import pytest
 """Two simulated CPU devices must give the loss curve of one."""
 
 import json
@@ -8,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
