@@ -53,8 +53,10 @@ COLUMNS = ("experiment", "device", "dtype", "compile_s", "step_ms", "throughput"
            "accuracy")
 
 
-def from_results(results: dict, per_step: int, unit: str, accuracy_key: str) -> dict:
-    """A table row from an experiment's results.json (``per_step``: examples per step)."""
+def from_results(results: dict, unit: str, accuracy_key: str) -> dict:
+    """A table row from an experiment's results.json; a step trains the run's
+    ``--batch-size`` examples (its saved config), whatever preset set it."""
+    per_step = results["config"]["batch_size"]
     history = results["history"]
     steps = int(history[-1]["step"])
     step_s = results["train_s"] / max(steps, 1)
@@ -65,6 +67,7 @@ def from_results(results: dict, per_step: int, unit: str, accuracy_key: str) -> 
             "trace_s": results.get("trace_s"),
             "step_ms": 1000 * step_s, "throughput": per_step / step_s if step_s else None,
             "unit": unit, "accuracy": results[accuracy_key], "steps": steps,
+            "examples_per_step": per_step,
             "epoch_s_after_first": float(np.mean(later)) if later else None,
             "train_s": results["train_s"]}
 
@@ -100,8 +103,10 @@ def bert_throughput(config, *, batch: int, length: int, steps: int, dtype: str,
     mask = np.ones((n, length), np.int32)
     labels = rng.integers(0, 2, n).astype(np.int32)
     model = BertClassifier(config, dtype=compute_dtype(dtype))
+    # As bert_imdb trains: dynamic loss scaling where the compute dtype is float16 (a T4).
     trainer = Trainer(model, optax.adamw(2e-5), log_every=steps,
-                      compiler_options=gpu_compiler_options(autotune))
+                      compiler_options=gpu_compiler_options(autotune),
+                      loss_scaling=compute_dtype(dtype) == np.float16)
     state = trainer.init_state(jax.random.key(0), (ids[:1], mask[:1]))
     data = trainer.put((ids, mask), labels)
     t0 = time.perf_counter()
@@ -114,7 +119,8 @@ def bert_throughput(config, *, batch: int, length: int, steps: int, dtype: str,
             "compile_s": trainer.compile_s, "trace_s": trainer.trace_s,
             "first_step_s": trainer.setup_s + first / steps,
             "step_ms": 1000 * step_s, "throughput": batch / step_s, "unit": "sequences/s",
-            "accuracy": None, "steps": steps}
+            "accuracy": None, "steps": steps, "examples_per_step": batch,
+            "loss_scaling": trainer.loss_scaling}
 
 
 def write_tiny_data(root: Path) -> None:
@@ -142,27 +148,27 @@ def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
     common = ["--dtype", args.dtype, "--compile-cache", args.compile_cache, "--overwrite"]
     rows: list[tuple[str, Callable[[Path], dict]]] = []
 
-    def experiment(name, module, argv, per_step, unit, key="test_accuracy"):
+    def experiment(name, module, argv, unit, key="test_accuracy"):
         rows.append((name, lambda out: from_results(
-            run_experiment(module, argv + common, out), per_step, unit, key)))
+            run_experiment(module, argv + common, out), unit, key)))
 
     tiny = ["--train-limit", "256", "--test-limit", "64"] if smoke else []
     experiment("cifar_betternet_gpu_preset", "cifar_inception",
                data + ["--preset", "gpu", "--epochs", "1" if smoke else "3"]
                + (["--batch-size", "64", "--widths", "16,32,64", "--stem", "8"] if smoke else [])
-               + tiny, 64 if smoke else 512, "images/s")
+               + tiny, "images/s")
     experiment("cifar_betternet_cpu_preset", "cifar_inception",
                data + ["--epochs", "2" if smoke else "3"] + (["--batch-size", "64"] if smoke else [])
-               + tiny, 64 if smoke else 128, "images/s")
+               + tiny, "images/s")
     experiment("vit_fashion_mnist", "vit_fashion_mnist",
                data + ["--preset", "best", "--epochs", "1" if smoke else "5"]
                + (["--batch-size", "64", "--embed-dim", "32"] if smoke else []) + tiny,
-               64 if smoke else 128, "images/s")
+               "images/s")
     experiment("transformer_reverse", "transformer_toy",
                ["--task", "reverse", "--epochs", "1" if smoke else "2"]
                + (["--train-limit", "640", "--test-limit", "64", "--dim", "32", "--ffn-dim", "64",
                    "--layer-num", "1"] if smoke else []),
-               64, "sequences/s", key="exact_sequence_accuracy")
+               "sequences/s", key="exact_sequence_accuracy")
 
     def demo(out):
         argv = ["--init", "torch", "--steps", "3" if smoke else "100"] + \
@@ -171,7 +177,8 @@ def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
         results = run_experiment("transformer_toy", argv + common, out)
         return {"device": results["device"], "dtype": results["dtype"],
                 "compile_s": results["compile_s"], "trace_s": results["trace_s"],
-                "step_ms": results["step_ms"], "throughput": 64 / (results["step_ms"] / 1000),
+                "step_ms": results["step_ms"],
+                "throughput": results["config"]["batch_size"] / (results["step_ms"] / 1000),
                 "unit": "sequences/s", "accuracy": None, "first_loss": results["first_loss"],
                 "last_loss": results["last_loss"], "total_s": time.perf_counter() - t0}
 
@@ -184,8 +191,8 @@ def plan(args, work: Path) -> list[tuple[str, Callable[[Path], dict]]]:
              "--batch-size", "16"] if smoke else
             ["--train-limit", "4000", "--val-limit", "500", "--test-limit", "2000",
              "--max-len", "256", "--lr", "1e-4"])
-        row = from_results(run_experiment("bert_imdb", argv + common, out),
-                           16 if smoke else 32, "sequences/s", "test_accuracy")
+        row = from_results(run_experiment("bert_imdb", argv + common, out), "sequences/s",
+                           "test_accuracy")
         return {**row, "model": model}
 
     rows.append(("bert_imdb_minilm", bert_minilm))
