@@ -11,7 +11,6 @@ from typing import Any, Sequence, Union
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from jax.sharding import Mesh
@@ -284,8 +283,7 @@ class Trainer:
         tta = self.tta if tta is None else tta
         name = "eval" if tta == self.tta else f"eval tta={tta}"
         step = self._eval_step(tta)
-        loss_sum, count, preds, labels = 0.0, 0.0, [], []
-        plans = []
+        plans, labels = [], []
         for bucket in _buckets(data):
             n = len(bucket["y"])
             # One batch size for every split (their programs are shared): batch_size, or
@@ -295,16 +293,27 @@ class Trainer:
             plans.append((bucket, *eval_batches(n, size)))
         progress = tqdm(total=sum(len(idx) for _, idx, _ in plans), desc="evaluating",
                         unit="batch", leave=False, mininterval=2.0)
+        # Every batch's results stay on the device; the host reads them once, at the end.
+        # The rows are gathered by an asynchronous device op outside the step, so that the
+        # step's program depends on the batch's shape only and every split shares it.
+        sums, masks = [], []
         for bucket, idx, mask in plans:
+            idx_d, mask_d = parallel.replicate((idx, mask), self.mesh)
             for b in range(len(idx)):
-                rows = jax.tree.map(lambda a: jnp.take(a, jnp.asarray(idx[b]), axis=0), bucket)
-                l, c, p = self._call(name, step, state, rows, jnp.asarray(mask[b]))
-                loss_sum, count = loss_sum + l, count + c
-                preds.append(np.asarray(p)[mask[b] > 0])
+                rows = jax.tree.map(lambda a: a.take(idx_d[b], axis=0), bucket)
+                sums.append(self._call(name, step, state, rows, mask_d[b]))
                 progress.update()
-            labels.append(np.asarray(bucket["y"]))
+            masks.append(mask)
+            labels.append(bucket["y"])
         progress.close()
-        predictions, labels = np.concatenate(preds), np.concatenate(labels)
+        with jax.transfer_guard_device_to_host("allow"):  # the split's one fetch
+            sums, labels = jax.device_get((sums, labels))
+        loss_sum = count = np.float32(0.0)  # summed in float32, batch after batch
+        for l, c, _ in sums:
+            loss_sum, count = loss_sum + np.float32(l), count + np.float32(c)
+        keep = np.concatenate([m.reshape(-1) for m in masks]) > 0
+        predictions = np.concatenate([np.asarray(p) for _, _, p in sums])[keep]
+        labels = np.concatenate([np.asarray(y) for y in labels])
         valid = labels != self.pad_label if self.pad_label is not None else np.ones_like(labels, bool)
         accuracy = float(np.sum((predictions == labels) & valid) / max(valid.sum(), 1))
         return EvalResult(float(loss_sum / count), accuracy, predictions, labels)

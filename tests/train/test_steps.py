@@ -128,3 +128,46 @@ def test_epoch_evaluation_takes_its_own_views_and_the_final_one_all():
     state, history = same.fit(state, data, data, epochs=1, batch_size=16, seed=0)
     assert history[-1]["eval_loss"] == pytest.approx(same.evaluate(state, data).loss, rel=1e-6)
     assert [p["program"] for p in same.programs].count("eval") == 1
+
+
+def test_evaluation_reads_the_device_once_per_split(monkeypatch):
+    """Every batch's rows are gathered and its results kept on the device: the host reads
+    arrays only inside one ``jax.device_get`` at the end (on a CPU, JAX's transfer guard does not stop such reads, so a spy on the
+    array's host value counts them), and the figures equal the model's own predictions."""
+    from jax._src import array
+
+    reads = {"outside": 0, "fetches": 0}
+    fetching = []
+    value = array.ArrayImpl._value
+
+    def spy_value(self):
+        if not fetching:
+            reads["outside"] += 1
+        return value.fget(self)
+
+    device_get = jax.device_get
+
+    def spy_device_get(tree):
+        reads["fetches"] += 1
+        fetching.append(True)
+        try:
+            return device_get(tree)
+        finally:
+            fetching.pop()
+
+    x, y = tiny_dataset(70)  # 70 rows in batches of 16: a padded last batch
+    trainer = tiny_trainer()
+    data = trainer.put(x, y)
+    state = trainer.init_state(jax.random.key(0), x[:1])
+    trainer.evaluate(state, data, batch_size=16)  # compiled before the count
+    monkeypatch.setattr(array.ArrayImpl, "_value", property(spy_value))
+    monkeypatch.setattr(jax, "device_get", spy_device_get)
+    with jax.transfer_guard_device_to_host("disallow"):  # enforced on accelerators
+        result = trainer.evaluate(state, data, batch_size=16)
+    assert reads == {"outside": 0, "fetches": 1}
+    monkeypatch.undo()
+    logits = trainer.model.apply(state.variables(), trainer.preprocess(
+        jax.random.key(0), jnp.asarray(x), False))
+    assert len(result.predictions) == 70
+    np.testing.assert_array_equal(result.predictions, np.asarray(jnp.argmax(logits, -1)))
+    assert result.accuracy == float(np.mean(result.predictions == y))
