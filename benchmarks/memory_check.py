@@ -82,7 +82,8 @@ def train_memory(trainer, state, data: dict, batch_size: int) -> dict[str, int]:
         trainer.block = trainer.choose_block([len(data["y"]) // batch_size])
     batches = np.zeros((trainer.block, batch_size), np.int32)
     compiled = trainer.block_fn(trainer.block).lower(
-        state, data, replicate(batches, trainer.mesh), np.int32(0)).compile()
+        state, data, replicate(batches, trainer.mesh), np.int32(0),
+        np.int32(trainer.block)).compile()
     m = compiled.memory_analysis()
     stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
              "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}

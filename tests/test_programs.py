@@ -34,13 +34,13 @@ def test_a_bert_run_compiles_a_pinned_number_of_programs(tmp_path, tiny_model_di
     names = sorted(p["program"] for p in results["program_list"])
     evals = [p for p in results["program_list"] if p["program"] == "eval"]
     # 240 training reviews (the handout split's 60 %): 163 short (bucket 8) = 20 batches,
-    # 77 long (bucket 16) = 9. Auto blocks: 3 steps (6 full calls + 1 of 2 steps, and 3
-    # full calls: 90 % full; 4 would give 7 of 8). So 3 train programs (3 steps at each
-    # length, 2 steps at the short one), and one eval program per bucket length that the
-    # validation and test splits (80 reviews each) share: 5 in all.
+    # 77 long (bucket 16) = 9. Auto blocks: 3 steps. Each bucket's calls share one length
+    # (20 batches: 7 calls of 3, one slot masked; 9: 3 calls of 3), so one train program
+    # per bucket length, and one eval program per bucket length that the validation and
+    # test splits (80 reviews each) share: 4 in all.
     assert results["steps_per_call"] == 3
-    assert names == ["eval", "eval", "train x2", "train x3", "train x3"], names
-    assert results["programs"] == 5
+    assert names == ["eval", "eval", "train x3", "train x3"], names
+    assert results["programs"] == 4
     assert len({p["shapes"] for p in evals}) == 2
     # Validation ran after each of the 2 epochs and the test at the end: no new program.
     assert len(results["history"]) == 2

@@ -44,17 +44,32 @@ def full_block_share(counts: Sequence[int], block: int) -> float:
     return sum(n // block for n in counts) / max(calls, 1)
 
 
+def balanced_block(batches: int, block: int) -> int:
+    """The block length that cuts ``batches`` into as few calls as blocks of ``block``
+    would, each as long as the others (117 batches, block 50: 3 calls of 39): the last
+    call leaves fewer slots unused than there are calls."""
+    calls = -(-batches // block)
+    return -(-batches // calls)
+
+
 def plan_calls(counts: Sequence[int], run: int, block: int, key: jax.Array | None
-               ) -> list[tuple[int, int, int]]:
-    """An epoch's device calls ``(bucket, first batch, steps)``: each bucket's batches
-    (rows ``0 .. counts[b] - 1`` of its shuffled batch array) cut into runs of ``run``
-    consecutive batches, the runs of all buckets shuffled together with ``key`` (None: one
-    bucket, kept in order), and each run cut into calls of ``block`` steps. Only a
-    bucket's last run can be shorter, so nearly every call is a full block."""
-    runs = [(b, s, min(run, n - s)) for b, n in enumerate(counts) for s in range(0, n, run)]
+               ) -> list[tuple[int, int, int, int]]:
+    """An epoch's device calls ``(bucket, first batch, steps, length)``: bucket ``b``'s
+    batches (rows ``0 .. counts[b] - 1`` of its shuffled batch array) are run in calls of
+    one length, :func:`balanced_block` of ``counts[b]`` and ``block``, each call taking
+    ``steps`` <= ``length`` batches (the slots after them are masked). The batches are cut
+    into runs of ``run`` consecutive batches (0: the bucket's call length), the runs of all
+    buckets shuffled together with ``key`` (None: kept in order), and each run cut into
+    calls."""
+    runs = []
+    for b, n in enumerate(counts):
+        length = balanced_block(n, block)
+        step = run or length
+        runs += [(b, s, min(step, n - s), length) for s in range(0, n, step)]
     if key is not None and len(runs) > 1:
         runs = [runs[k] for k in np.asarray(jax.random.permutation(key, len(runs)))]
-    return [(b, t, min(block, s + c - t)) for b, s, c in runs for t in range(s, s + c, block)]
+    return [(b, t, min(length, s + c - t), length) for b, s, c, length in runs
+            for t in range(s, s + c, length)]
 
 
 class Hook:
@@ -232,8 +247,8 @@ class Trainer:
         ``data`` may be a list of buckets (datasets whose inputs differ in shape, e.g. token
         sequences cut to different lengths): batches are drawn within a bucket, in runs of
         ``bucket_run`` (default: the block) batches of one bucket, the runs of all buckets
-        shuffled together (:func:`plan_calls`). Each bucket shape compiles once per block
-        length (the full block, and the shorter last run of each bucket)."""
+        shuffled together (:func:`plan_calls`). Each bucket shape compiles once: its calls
+        share one block length, the last call's unused slots masked."""
         parallel.check_batch_size(batch_size, self.mesh)
         buckets = _buckets(data)
         # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
@@ -246,17 +261,17 @@ class Trainer:
         counts = [len(batches[b]) for b in used]
         if self.block is None:
             self.block = self.choose_block(counts)
-        calls = [(used[i], first, count) for i, first, count in plan_calls(
-            counts, self.bucket_run or self.block, self.block,
-            keys[-1] if len(buckets) > 1 else None)]
+        calls = [(used[i], first, count, length) for i, first, count, length in plan_calls(
+            counts, self.bucket_run, self.block, keys[-1] if len(buckets) > 1 else None)]
         steps = sum(counts)
         ordered = {b: parallel.replicate(rows, self.mesh) for b, rows in batches.items()}
         pending, waiting, total, done = [], 0, 0.0, 0
         with tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", unit="batch",
                   dynamic_ncols=True, leave=False, disable=not progress) as bar:
-            for n, (b, position, count) in enumerate(calls):
-                state, losses = self._call(f"train x{count}", self.block_fn(count), state,
-                                           buckets[b], ordered[b], np.int32(position))
+            for n, (b, position, count, length) in enumerate(calls):
+                state, losses = self._call(f"train x{length}", self.block_fn(length), state,
+                                           buckets[b], ordered[b], np.int32(position),
+                                           np.int32(count))
                 pending.append((losses, count))
                 done, waiting = done + count, waiting + count
                 if waiting >= self.log_every or n == len(calls) - 1:

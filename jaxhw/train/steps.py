@@ -134,28 +134,34 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
                      mesh: Mesh, preprocess: Preprocess = identity_preprocess,
                      compiler_options: dict[str, str] | None = None, block: int = 1,
                      lookahead: Lookahead | None = None):
-    """``steps(state, data, batches, start) -> (state, losses [block])``: exactly
-    ``block`` optimizer steps in one device call, on batches ``batches[start]``, ...,
-    ``batches[start + block - 1]``, as a plain ``lax.scan`` of fixed length.
+    """``steps(state, data, batches, start, valid) -> (state, losses [block])``: the
+    optimizer steps on batches ``batches[start]``, ..., ``batches[start + valid - 1]`` in
+    one device call, as a plain ``lax.scan`` of ``block`` slots; the slots from ``valid``
+    on keep the state as it was (a select, no conditional) and their losses mean nothing.
 
     One call per block instead of one per step keeps a fast device busy when steps are
-    short (the host's dispatch of each call then costs more than the step). Every slot
-    runs its step: there is no conditional in the loop, because a GPU evaluates a
-    conditional's predicate on the host, a round trip per step. Steps left over at the end
-    of an epoch run through a shorter block (its own program, compiled once per length;
-    see :func:`jaxhw.train.loop.plan_calls`). The steps are the ones
-    :func:`make_train_step` takes, in the same order with the same keys. The old state's
-    buffers are donated."""
+    short (the host's dispatch of each call then costs more than the step). There is no
+    conditional in the loop, because a GPU evaluates a conditional's predicate on the
+    host, a round trip per step; masking the last call's unused slots lets every call of a
+    run share one program (see :func:`jaxhw.train.loop.plan_calls`). The steps are the
+    ones :func:`make_train_step` takes, in the same order with the same keys. The old
+    state's buffers are donated."""
     if block < 1:
         raise ValueError(f"block must be at least 1, got {block}")
     body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
 
-    def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array):
+    def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array,
+              valid: jax.Array):
         if block == 1:  # no loop at all (XLA's CPU backend runs loop bodies slower)
             state, loss = body(state, data, batches[start])
             return state, loss[None]
-        return jax.lax.scan(lambda s, k: body(s, data, batches[start + k]), state,
-                            jnp.arange(block))
+
+        def slot(s, k):
+            new, loss = body(s, data, batches[jnp.minimum(start + k, len(batches) - 1)])
+            keep = k < valid  # a masked slot leaves the state as it was
+            return jax.tree.map(lambda a, b: jnp.where(keep, a, b), new, s), loss
+
+        return jax.lax.scan(slot, state, jnp.arange(block))
 
     return jax.jit(steps, donate_argnums=0, compiler_options=compiler_options)
 

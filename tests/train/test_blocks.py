@@ -20,8 +20,10 @@ class Recorder(Hook):
 def _curve(block: int, buckets: bool, epochs: int = 2, run: int = 0):
     x, y = tiny_dataset(200)
     trainer = tiny_trainer(steps_per_call=block, bucket_run=run)
-    data = ([trainer.put(x[:120], y[:120]), trainer.put(x[120:, :6, :6], y[120:])] if buckets
-            else trainer.put(x, y))
+    # buckets: 7 and 4 batches of 16, so blocks of 5 make calls of 4 (the second call of
+    # the first bucket masks one slot), the runs of 4 that single steps are given
+    data = ([trainer.put(x[:120], y[:120]), trainer.put(x[120:184, :6, :6], y[120:184])]
+            if buckets else trainer.put(x, y))
     state = trainer.init_state(jax.random.key(0), x[:1])
     recorder = Recorder()
     for epoch in range(1, epochs + 1):
@@ -33,10 +35,11 @@ def _curve(block: int, buckets: bool, epochs: int = 2, run: int = 0):
 @pytest.mark.slow
 @pytest.mark.parametrize("buckets", [False, True], ids=["one_shape", "buckets"])
 def test_blocks_give_the_loss_curve_of_single_steps(buckets):
-    # With buckets, both take runs of 5 batches of one bucket, so the steps are the same.
-    single, state1, t1 = _curve(1, buckets, run=5)
-    block, state5, t5 = _curve(5, buckets)  # 12 steps per epoch: blocks of 5, 5 and 2
-    per_epoch = 12 if not buckets else 120 // 16 + 80 // 16
+    # Blocks of 5 over 12 batches: 3 calls of 4 (balanced). With buckets, both take runs
+    # of 4 batches of one bucket, so the steps are the same.
+    single, state1, t1 = _curve(1, buckets, run=4)
+    block, state5, t5 = _curve(5, buckets)
+    per_epoch = 12 if not buckets else 120 // 16 + 64 // 16
     assert [(e, s) for e, s, _ in block] == [(e, s) for e in (1, 2) for s in range(per_epoch)]
     assert [(e, s) for e, s, _ in single] == [(e, s) for e, s, _ in block]
     np.testing.assert_allclose([l for *_, l in block], [l for *_, l in single], rtol=1e-5,
@@ -44,11 +47,10 @@ def test_blocks_give_the_loss_curve_of_single_steps(buckets):
     assert int(state5.step) == int(state1.step) == 2 * per_epoch
     for a, b in zip(jax.tree.leaves(state5.params), jax.tree.leaves(state1.params)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
-    # One program per input shape and block length: 5 and the short last run (12 = 5 + 5
-    # + 2 steps; with buckets 7 = 5 + 2 and 5 batches).
+    # One program per input shape: every call of a bucket has its length (4 here).
     programs = sorted((c[0], c[1]) for c in t5.compiled if c[0].startswith("train"))
-    assert [name for name, _ in programs] == (["train x2", "train x5", "train x5"] if buckets
-                                              else ["train x2", "train x5"])
+    assert [name for name, _ in programs] == (["train x4", "train x4"] if buckets
+                                              else ["train x4"])
     assert t5.block == 5 and t5.compile_s > 0
 
 
@@ -114,7 +116,8 @@ def test_a_compiled_block_has_no_conditional():
         block = make_train_steps(trainer.model, trainer.tx, trainer.loss_fn, trainer.mesh,
                                  trainer.preprocess, block=4, lookahead=lookahead)
         batches = np.zeros((8, 16), np.int32)
-        hlo = block.lower(state, trainer.put(x, y), batches, np.int32(0)).compile().as_text()
+        hlo = block.lower(state, trainer.put(x, y), batches, np.int32(0),
+                          np.int32(3)).compile().as_text()
         assert "while" in hlo  # the scan is there ...
         assert not conditional.search(hlo)  # ... and no lax.cond inside it
 
@@ -130,22 +133,29 @@ def test_the_planner_makes_nearly_every_call_a_full_block():
     block = 50
     while full_block_share(counts, block) < FULL_BLOCK_SHARE:
         block -= 1
-    calls = plan_calls(counts, block, block, jax.random.key(0))
-    full = sum(c == block for _, _, c in calls)
+    calls = plan_calls(counts, 0, block, jax.random.key(0))
+    full = sum(c == length for _, _, c, length in calls)
     assert full / len(calls) >= 0.9, (block, full, len(calls))
     assert block >= 8  # still several steps per call
+    # One call length per bucket, and fewer masked slots than calls in each.
+    for b, n in enumerate(counts):
+        mine = [(c, length) for bucket, _, c, length in calls if bucket == b]
+        assert len({length for _, length in mine}) == 1
+        assert sum(length - c for c, length in mine) < len(mine)
     # Every batch of every bucket exactly once, and runs of one bucket per call.
-    seen = sorted((b, first + k) for b, first, c in calls for k in range(c))
+    seen = sorted((b, first + k) for b, first, c, _ in calls for k in range(c))
     assert seen == [(b, i) for b, n in enumerate(counts) for i in range(n)]
     # The buckets' runs are mixed, not one bucket after the other.
-    order = [b for b, _, _ in calls]
+    order = [b for b, _, _, _ in calls]
     assert sum(a != b for a, b in zip(order, order[1:])) > len(counts)
 
 
 def test_one_bucket_keeps_its_batch_order():
     from jaxhw.train.loop import plan_calls
-    assert plan_calls([12], 5, 5, None) == [(0, 0, 5), (0, 5, 5), (0, 10, 2)]
-    assert plan_calls([7], 5, 1, None) == [(0, i, 1) for i in range(7)]
+    assert plan_calls([12], 0, 5, None) == [(0, 0, 4, 4), (0, 4, 4, 4), (0, 8, 4, 4)]
+    assert plan_calls([117], 0, 50, None) == [(0, 0, 39, 39), (0, 39, 39, 39), (0, 78, 39, 39)]
+    assert plan_calls([13], 0, 5, None) == [(0, 0, 5, 5), (0, 5, 5, 5), (0, 10, 3, 5)]
+    assert plan_calls([7], 5, 1, None) == [(0, i, 1, 1) for i in range(7)]
 
 
 def test_deterministic_gpu_ops_is_an_option_xla_knows():
@@ -178,3 +188,28 @@ def test_models_declare_their_convolutions_truthfully():
         variables = jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
         jaxpr = str(jax.make_jaxpr(lambda v: model.apply(v, *inputs))(variables))
         assert getattr(model, "convolutional", False) == ("conv_general_dilated" in jaxpr), family
+
+
+def test_a_masked_slot_leaves_the_state_as_it_was():
+    """A block of 4 slots with 3 valid steps gives the state and losses of a block of 3."""
+    from jaxhw.train.steps import make_train_steps
+
+    x, y = tiny_dataset(64)
+    trainer = tiny_trainer()
+    data = trainer.put(x, y)
+    batches = np.arange(64, dtype=np.int32).reshape(4, 16)
+    make = lambda n: make_train_steps(trainer.model, trainer.tx, trainer.loss_fn,  # noqa: E731
+                                      trainer.mesh, trainer.preprocess, block=n)
+    runs = {}
+    for n in (3, 4):
+        state = trainer.init_state(jax.random.key(0), x[:1])
+        runs[n] = make(n)(state, data, batches, np.int32(0), np.int32(3))
+    (s3, l3), (s4, l4) = runs[3], runs[4]
+    np.testing.assert_array_equal(np.asarray(l4)[:3], np.asarray(l3))
+    assert int(s4.step) == int(s3.step) == 3
+    def host(a):  # typed PRNG keys (the state's rng) as their raw bits
+        return np.asarray(jax.random.key_data(a) if jax.dtypes.issubdtype(
+            a.dtype, jax.dtypes.prng_key) else a)
+
+    for a, b in zip(jax.tree.leaves(s4), jax.tree.leaves(s3)):
+        np.testing.assert_array_equal(host(a), host(b))
