@@ -41,8 +41,8 @@ def gpu_compiler_options(autotune: int | None, backend: str | None = None
 # whose results may differ from run to run; this option makes them deterministic.
 DETERMINISTIC_OPTIONS = {"xla_gpu_deterministic_ops": "True"}
 DETERMINISTIC_HELP = ("XLA's deterministic GPU ops: the same seed gives the same results on "
-                      "a GPU (some scatters and reductions get slower). A CPU run is "
-                      "deterministic without it")
+                      "a GPU; scatters get slower and autotuning is off (docs/engine.md). A "
+                      "CPU run is deterministic without it")
 
 
 def deterministic_options(on: bool, backend: str | None = None) -> dict[str, str] | None:
