@@ -183,8 +183,14 @@ BETTERNET_ARGS = []
 
 
 def test_drive_storage_mounts_and_keeps_everything_there(tmp_path, monkeypatch):
+    """With DRIVE on: checkpoints and caches on Drive, the compilation cache on the local
+    disk, started from Drive's copy and copied back after every cell (an IPython hook,
+    registered once however often the storage cell runs)."""
+    import os
     import sys
     import types
+
+    import IPython
 
     from jaxhw.colab import storage
     mounted = []
@@ -194,13 +200,37 @@ def test_drive_storage_mounts_and_keeps_everything_there(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "google.colab", colab)
     monkeypatch.setitem(sys.modules, "google.colab.drive", colab.drive)
     monkeypatch.delenv("JAXHW_CACHE_DIR", raising=False)
-    checkpoints, engine_args = storage(True, "checkpoints", mount=str(tmp_path / "drive"))
+
+    class Events:  # IPython's event manager, as much as storage uses
+        def __init__(self):
+            self.callbacks = {"post_run_cell": []}
+
+        def register(self, name, fn):
+            self.callbacks[name].append(fn)
+
+        def unregister(self, name, fn):
+            self.callbacks[name].remove(fn)
+
+    shell = types.SimpleNamespace(events=Events())
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
     root = tmp_path / "drive" / "MyDrive" / "jaxhw"
-    assert mounted == [str(tmp_path / "drive")]
+    (root / "compile_cache" / "xla_autotune").mkdir(parents=True)
+    (root / "compile_cache" / "xla_autotune" / "old-entry").write_bytes(b"before")
+    local = tmp_path / "local_cache"
+    for _ in range(2):  # the storage cell run twice
+        checkpoints, engine_args = storage(True, "checkpoints", mount=str(tmp_path / "drive"),
+                                           local_cache=str(local))
+    assert mounted == [str(tmp_path / "drive")] * 2
     assert checkpoints == str(root / "checkpoints") and (root / "checkpoints").is_dir()
-    assert engine_args == ["--compile-cache", str(root / "compile_cache")]
-    import os
+    assert engine_args == ["--compile-cache", str(local)]
     assert os.environ["JAXHW_CACHE_DIR"] == str(root / "cache")
+    assert (local / "xla_autotune" / "old-entry").read_bytes() == b"before"  # seeded
+    hooks = shell.events.callbacks["post_run_cell"]
+    assert len(hooks) == 1
+    (local / "new-program").write_bytes(b"compiled")  # a training cell compiles ...
+    hooks[0](None)  # ... and ends
+    assert (root / "compile_cache" / "new-program").read_bytes() == b"compiled"
+    assert not list(root.rglob("*.partial"))
     assert storage(False, "here") == ("here", [])
 
 
