@@ -1,23 +1,30 @@
-"""Every plot of the project, written to PNG files (matplotlib's Agg backend, no screen)."""
+"""Every plot of the project, written to PNG files.
+
+The figures are matplotlib ``Figure`` objects, not pyplot's: importing this module sets no
+backend and leaves pyplot's figures alone, so a notebook that draws with pyplot after a
+training cell still shows its pictures."""
 
 from __future__ import annotations
 
 import os
 from typing import Sequence
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from jaxhw.train.metrics import confusion  # noqa: E402
+from jaxhw.train.metrics import confusion
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def _subplots(*grid: int, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` gives them, on a figure pyplot does not
+    track (saved by :func:`_save`, never shown)."""
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(*grid, **kwargs)
+
+
+def _save(fig: Figure, path: str | os.PathLike) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: Sequence[str],
@@ -25,7 +32,7 @@ def plot_confusion(labels: np.ndarray, predictions: np.ndarray, class_names: Seq
     """Row-normalised confusion matrix (row = true class), with counts in the cells."""
     cm = confusion(labels, predictions, len(class_names))
     frac = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = _subplots(figsize=(7, 6))
     im = ax.imshow(frac, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
     ax.set_yticks(range(len(class_names)), class_names)
@@ -45,7 +52,7 @@ def plot_history(history: Sequence[dict], path: str | os.PathLike,
     """Train / eval loss and eval accuracy per epoch; ``eval_split`` names the split the
     per-epoch evaluation used."""
     epochs = [r["epoch"] for r in history]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [r["train_loss"] for r in history], "o-", label="train")
     ax1.plot(epochs, [r["eval_loss"] for r in history], "o-", label=eval_split)
     ax1.set_xlabel("epoch")
@@ -62,7 +69,7 @@ def plot_positional_encoding(seq_len: int, dim: int, path: str | os.PathLike) ->
     from jaxhw.models.transformer import positional_encoding_table
 
     table = positional_encoding_table(seq_len, dim)
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = _subplots(figsize=(8, 4))
     im = ax.pcolormesh(table, cmap="RdBu", vmin=-1, vmax=1)
     ax.set_xlabel("embedding dimension")
     ax.set_ylabel("position")
@@ -89,7 +96,7 @@ def plot_attention(intermediates: dict, src: np.ndarray, out: np.ndarray,
     s = int(np.sum(src != 0))
     t = int(np.sum(out[1:] != 0))  # query positions that predicted a real token
     heads = enc.shape[0]
-    fig, axes = plt.subplots(2, heads, figsize=(2.6 * heads, 5.4), squeeze=False)
+    fig, axes = _subplots(2, heads, figsize=(2.6 * heads, 5.4), squeeze=False)
     for h in range(heads):
         for row, (maps, rows, title, ylabel) in enumerate(
                 ((enc, s, f"{encoders[-1]} self, head {h}", "source position"),
@@ -110,7 +117,7 @@ def plot_sweep(rows: Sequence[dict], path: str | os.PathLike) -> None:
 
     ``rows``: dicts with ``setting``, ``parameters``, ``train_time_s``, ``test_accuracy`` and
     ``curve`` (test accuracy per epoch)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    fig, axes = _subplots(1, 3, figsize=(15, 4.2))
     for r in rows:
         acc = 100 * r["test_accuracy"]
         axes[0].scatter(r["parameters"], acc)
@@ -143,7 +150,7 @@ def plot_vit_attention(images: np.ndarray, intermediates: dict, patch_size: int,
     cls = attn[:, :, 0, 1:].mean(axis=1)                                  # [K, N]
     k, h, w = images.shape[:3]
     grid = h // patch_size
-    fig, axes = plt.subplots(2, k, figsize=(2.2 * k, 4.6), squeeze=False)
+    fig, axes = _subplots(2, k, figsize=(2.2 * k, 4.6), squeeze=False)
     for i in range(k):
         heat = np.kron(cls[i].reshape(grid, grid), np.ones((patch_size, patch_size)))
         axes[0, i].imshow(images[i, ..., 0], cmap="gray")
