@@ -1,8 +1,15 @@
 """The notebook renderer stores what a reader's screen showed, not every progress-bar update."""
 
+import re
+import tempfile
+from pathlib import Path
+
 import nbformat
 
-from experiments.notebooks.render import settle, tidy
+from experiments.notebooks.render import ROOT, relative_paths, settle, tidy
+
+# Paths of the machine that rendered: a render's run folder, the clone, a home folder.
+MACHINE_PATH = re.compile(r"jaxhw-render-|(?:^|[\s'\"(=:])/(?:root|home|work|Users)/")
 
 
 def test_settle_keeps_a_bars_last_state_and_drops_erased_or_unfinished_bars():
@@ -38,10 +45,29 @@ def test_tidy_merges_a_streams_consecutive_outputs_and_drops_emptied_ones():
     assert "outputs" not in nb.cells[0]
 
 
+def test_outputs_name_the_readers_folders_not_the_rendering_machines():
+    run = f"{tempfile.gettempdir()}/jaxhw-render-ab12_x/vit"
+    assert relative_paths(f"results: {run}/vit_fashion_mnist/results.json; plots: a.png") == (
+        "results: checkpoints/vit_fashion_mnist/results.json; plots: a.png")
+    assert relative_paths(f"tensorboard --logdir {run}\n") == "tensorboard --logdir checkpoints\n"
+    assert relative_paths(f"jaxhw from {ROOT}/jaxhw;") == "jaxhw from ./jaxhw;"
+    assert relative_paths(f"cache: {Path.home()}/.cache/x") == "cache: ~/.cache/x"
+    assert relative_paths(f"{ROOT}x/y") == f"{ROOT}x/y"  # another folder, longer name
+    cell = nbformat.v4.new_code_cell("run()")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"at {run}/r\n"),
+                    nbformat.v4.new_output("execute_result", data={"text/plain": f"'{run}'"},
+                                           execution_count=1)]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    tidy(nb)
+    assert [o.get("text") or o.data["text/plain"] for o in nb.cells[0].outputs] == [
+        "at checkpoints/r\n", "'checkpoints'"]
+
+
 def test_stored_notebooks_hold_settled_outputs():
     """The committed notebooks were rendered (or tidied) by render.py: no stream output
-    still holds carriage returns or the rendering kernel's missing-ipywidgets warning, and
-    no cell holds two consecutive outputs of one stream."""
+    still holds carriage returns or the rendering kernel's missing-ipywidgets warning, no
+    output a path of the machine that rendered, and no cell two consecutive outputs of one
+    stream."""
     from pathlib import Path
     folder = Path(__file__).resolve().parents[1] / "experiments" / "notebooks"
     notebooks = sorted(folder.glob("*.ipynb"))
@@ -53,5 +79,7 @@ def test_stored_notebooks_hold_settled_outputs():
             streams = [o for o in outs if o.output_type == "stream"]
             assert all("\r" not in o.text for o in streams), path.name
             assert not any("IProgress not found" in o.text for o in streams), path.name
+            shown = [o.get("text") or o.get("data", {}).get("text/plain", "") for o in outs]
+            assert not any(MACHINE_PATH.search(t) or str(ROOT) in t for t in shown), path.name
             assert not any(a.output_type == b.output_type == "stream" and a.name == b.name
                            for a, b in zip(outs, outs[1:])), path.name

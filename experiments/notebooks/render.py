@@ -6,7 +6,8 @@ so that the notebooks show real results where they are read (GitHub, an editor).
 
 Each notebook runs with its parameters cell replaced by the budget below (the stored
 parameters cell keeps the Colab defaults); a note under the title says which budget, CPU
-and commit gave the outputs. Runs go to a temporary folder, not ``checkpoints/``.
+and commit gave the outputs. Runs go to a temporary folder, not ``checkpoints/``; the
+stored outputs name it ``checkpoints``, as a reader's run with the defaults does.
 """
 
 from __future__ import annotations
@@ -72,6 +73,26 @@ NO_WIDGETS = re.compile(r"[^\n]*TqdmWarning: IProgress not found[^\n]*\n"
                         r"(?:[ \t]+from \.autonotebook import[^\n]*\n)?")
 
 
+def machine_paths() -> list[tuple[re.Pattern, str]]:
+    """The rendering machine's paths, as outputs print them, and what a reader's own run
+    prints there instead: a render's run folder (``jaxhw-render-*/<notebook>`` in the
+    temporary folder) is the notebook's ``checkpoints``, the repository root is ``.``, the
+    home folder is ``~``."""
+    end = r"(?![\w.-])"  # the whole folder name, not a longer one that starts with it
+    return [(re.compile(re.escape(tempfile.gettempdir()) + r"/jaxhw-render-[\w.-]+/[\w.-]+"
+                        + end), "checkpoints"),
+            (re.compile(re.escape(str(ROOT)) + end), "."),
+            (re.compile(re.escape(str(Path.home())) + end), "~")]
+
+
+def relative_paths(text: str) -> str:
+    """``text`` with the rendering machine's paths as a reader's run shows them
+    (:func:`machine_paths`)."""
+    for pattern, shown in machine_paths():
+        text = pattern.sub(shown, text)
+    return text
+
+
 def _merge_streams(outputs: list) -> list:
     """``outputs`` with each run of consecutive outputs of one stream joined into one."""
     merged = []
@@ -87,15 +108,18 @@ def _merge_streams(outputs: list) -> list:
 def tidy(nb: nbformat.NotebookNode) -> None:
     """Merge each cell's consecutive outputs of one stream (stdout, stderr) and settle their
     carriage returns, so the stored notebook shows what a reader's screen showed, not every
-    progress-bar update; drop the rendering machine's missing-ipywidgets warning; a stream
-    left empty is dropped (and what it separated, joined)."""
+    progress-bar update; drop the rendering machine's missing-ipywidgets warning and write
+    its paths as a reader's run shows them (:func:`relative_paths`); a stream left empty is
+    dropped (and what it separated, joined)."""
     for cell in nb.cells:
         if "outputs" not in cell:
             continue
         merged = _merge_streams(cell.outputs)
         for out in merged:
             if out.output_type == "stream":
-                out.text = NO_WIDGETS.sub("", settle(out.text))
+                out.text = relative_paths(NO_WIDGETS.sub("", settle(out.text)))
+            elif "text/plain" in out.get("data", {}):
+                out.data["text/plain"] = relative_paths(out.data["text/plain"])
         cell.outputs = _merge_streams(
             [o for o in merged if o.output_type != "stream" or o.text.strip()])
 
