@@ -5,13 +5,13 @@
 
 For each net (SimpleCNN, a ResidualBlock stack, BetterNet with a 3x3 stem and stages of
 64, 128 and 256 channels) both frameworks run an SGD-momentum cross-entropy step on the
-same random batch: a warm-up step (JAX's compile time is reported separately), then ``--blocks``
-timed blocks of ``--steps`` steps; the figure is the median images/s over the blocks. JAX runs twice per net: "lax" with
-``lax``'s convolution, ``flax``'s pooling and XLA's default compile options, and "fast"
-with jaxhw's CPU versions (``jaxhw.ops``: a phase-split input gradient and pooling without
-``select_and_scatter``, with ``jaxhw.train.xla_options.cpu_conv_options``: XLA's built-in
-convolutions instead of YNNPACK's). Prints the
-JAX/PyTorch ratio per net and writes JSON.
+same random batch: a warm-up step (JAX's compile time is reported separately), then
+``--blocks`` timed blocks of ``--steps`` steps; the figure is the median images/s over the
+blocks. JAX runs twice per net: "lax" with ``lax``'s convolution, ``flax``'s pooling and
+XLA's default compile options, and "fast" with jaxhw's CPU versions (``jaxhw.ops``: a
+phase-split input gradient and pooling without ``select_and_scatter``, with
+``jaxhw.train.xla_options.cpu_conv_options``: XLA's built-in convolutions instead of
+YNNPACK's). Prints the JAX/PyTorch ratio per net and writes JSON.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset_indices
 from jaxhw.data.text import TRUNCATIONS, bucket_by_length, tokenize
-from jaxhw.experiment import (engine_options, Plan, RunConfig, check_batch, engine_trainer, predict_from,
-                              start, train_and_evaluate)
+from jaxhw.experiment import (Plan, RunConfig, check_batch, engine_options, engine_trainer,
+                              predict_from, start, train_and_evaluate)
 from jaxhw.train.precision import compute_dtype
 from jaxhw.models.bert import HEADS, BertClassifier
 from jaxhw.pretrained import load_pretrained

@@ -27,7 +27,8 @@ from jaxhw import cli, config, inference, ops
 from jaxhw.config import ConfigError, Items, Domain, flag
 from jaxhw.data import get_spec, normalize
 from jaxhw.data.pipeline import preflip
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_options,
+from jaxhw.data.preprocess import Preprocess
+from jaxhw.experiment import (CONV_HELP, RunConfig, check_batch, engine_options,
                               engine_trainer, image_plan, load_images, predict_from, start,
                               train_and_evaluate)
 from jaxhw.train.precision import compute_dtype

@@ -16,8 +16,8 @@ from jaxhw import cli, config, inference
 from jaxhw.config import flag
 from jaxhw import ops
 from jaxhw.data import get_spec
-from jaxhw.experiment import (CONV_HELP, Preprocess, RunConfig, check_batch, engine_options,
-                              engine_trainer,
+from jaxhw.data.preprocess import Preprocess
+from jaxhw.experiment import (CONV_HELP, RunConfig, check_batch, engine_options, engine_trainer,
                               image_plan, load_images, predict_from, start,
                               train_and_evaluate)
 from jaxhw.train.precision import compute_dtype

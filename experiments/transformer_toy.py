@@ -29,8 +29,9 @@ from jaxhw.config import ConfigError, flag
 from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
                             random_tokens, save_task_splits, task_splits)
-from jaxhw.experiment import (engine_options, MAX_SEED, RESUME, Plan, RunConfig, engine_trainer, predict_from,
-                              print_timing, run_dir, start, timing_summary, train_and_evaluate)
+from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_options,
+                              engine_trainer, predict_from, print_timing, run_dir, start,
+                              timing_summary, train_and_evaluate)
 from jaxhw.models.transformer import Transformer, greedy_decode
 from jaxhw.train.precision import compute_dtype
 from jaxhw.train import TrainState, count_params, sequence_loss, write_json

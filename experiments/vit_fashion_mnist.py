@@ -29,7 +29,8 @@ import optax
 from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
 from jaxhw.data import get_spec
-from jaxhw.experiment import (engine_options, Images, Preprocess, RunConfig, check_batch, engine_trainer,
+from jaxhw.data.preprocess import Preprocess
+from jaxhw.experiment import (Images, RunConfig, check_batch, engine_options, engine_trainer,
                               image_plan, load_images, predict_from, start,
                               train_and_evaluate)
 from jaxhw.train.precision import compute_dtype

@@ -24,7 +24,6 @@ import optax
 from jaxhw import host
 from jaxhw.config import Checked, ConfigError, flag
 from jaxhw.data import get_spec, load_split, subset
-from jaxhw.data.preprocess import Preprocess  # noqa: F401  (the experiments' import)
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import saved_epochs

@@ -86,17 +86,20 @@ FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
 }
 
 
-def build_model(family: str, args: dict, dtype: Any = jnp.float32) -> Any:
-    """The flax module of model ``family`` with the JSON ``args`` of a record."""
+def _family(family: str) -> Callable[..., tuple[Any, Any]]:
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; choose one of {sorted(FAMILIES)}")
-    return FAMILIES[family](jnp.dtype(dtype), **args)[0]
+    return FAMILIES[family]
+
+
+def build_model(family: str, args: dict, dtype: Any = jnp.float32) -> Any:
+    """The flax module of model ``family`` with the JSON ``args`` of a record."""
+    return _family(family)(jnp.dtype(dtype), **args)[0]
 
 
 def _record(kind: str, family: str, args: dict, dtype: Any,
             compiler_options: dict[str, str] | None, **fields: Any) -> dict:
-    if family not in FAMILIES:
-        raise ValueError(f"unknown model family {family!r}; choose one of {sorted(FAMILIES)}")
+    _family(family)  # an unknown family fails here, not when a predictor loads it
     return {"kind": kind, "family": family, "args": args, "dtype": jnp.dtype(dtype).name,
             "compiler_options": compiler_options, **fields}
 
@@ -133,10 +136,10 @@ def sequence_record(family: str, args: dict, dtype: Any, *, max_len: int, seq_le
 def build(record: dict) -> Inference:
     """The :class:`Inference` a record describes (see :func:`image_record` and the
     others); a record that does not fit this version raises KeyError or ValueError."""
-    kind, family = record["kind"], record["family"]
-    if kind not in KINDS or family not in FAMILIES:
-        raise ValueError(f"unknown predictor kind {kind!r} or model family {family!r}")
-    model, tokenizer = FAMILIES[family](jnp.dtype(record["dtype"]), **record["args"])
+    kind = record["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"unknown predictor kind {kind!r}; one of {', '.join(KINDS)}")
+    model, tokenizer = _family(record["family"])(jnp.dtype(record["dtype"]), **record["args"])
     options = record.get("compiler_options")
     if kind == "image":
         return Inference(model, Preprocess(tuple(record["mean"]), tuple(record["std"])),

@@ -8,7 +8,7 @@ import pytest
 
 from jaxhw.data import random_crop
 from jaxhw.data.pipeline import alternate_flip, grid_shift, preflip, tta_views
-from jaxhw.experiment import Preprocess
+from jaxhw.data.preprocess import Preprocess
 from jaxhw.train.steps import eval_logits
 
 

@@ -9,7 +9,7 @@ import pytest
 from jaxhw import ops
 
 from jaxhw.config import ConfigError
-from jaxhw.experiment import Preprocess
+from jaxhw.data.preprocess import Preprocess
 from jaxhw.models import BetterNet, InceptionCNN, SimpleCNN
 from jaxhw.models.transformer import Transformer
 from jaxhw.models.vit import VisionTransformer
