@@ -169,10 +169,10 @@ PRESETS = {
 
 
 # Where what left the code went (one line instead of argparse's "invalid choice").
-RETIRED = {"--preset": "earlier presets: docs/history.md names the commit that runs them",
-           **{flag_: "--tta none|mirror|six|grid chooses the test-time views" for flag_ in
-              ("--no-tta", "--tta-translate", "--no-tta-translate", "--tta-grid",
-               "--no-tta-grid")}}
+EARLIER_PRESETS = "earlier presets: docs/history.md names the commit that runs them"
+RETIRED = {flag_: "--tta none|mirror|six|grid chooses the test-time views" for flag_ in
+           ("--no-tta", "--tta-translate", "--no-tta-translate", "--tta-grid",
+            "--no-tta-grid")}
 
 
 def model_args(cfg: Config) -> dict:
@@ -316,7 +316,7 @@ def run(cfg: Config) -> dict:
 
 
 def main(argv=None) -> None:
-    run(config.parse(Config, __doc__, argv, PRESETS, RETIRED))
+    run(config.parse(Config, __doc__, argv, PRESETS, RETIRED, EARLIER_PRESETS))
 
 
 if __name__ == "__main__":

@@ -272,33 +272,33 @@ def _prog(cls: type) -> str | None:
 
 
 def retired_error(argv: Sequence[str], retired: Mapping[str, str],
-                  presets: Mapping[str, Any] | None = None) -> str | None:
-    """The message for the first retired flag in ``argv`` (``retired``: flag -> where it
-    went; the key ``"--preset"`` stands for any preset name not in ``presets``), else
-    None."""
+                  presets: Mapping[str, Any] | None = None,
+                  earlier_presets: str | None = None) -> str | None:
+    """The message for the first flag of ``retired`` (flag -> where it went) in ``argv``,
+    or with ``earlier_presets`` (where presets went), for a ``--preset`` name not in
+    ``presets``; else None."""
     for k, arg in enumerate(argv):
         name, _, value = arg.partition("=")
-        if name == "--preset" and "--preset" in retired and presets is not None:
+        if name in retired:
+            return f"{name} was removed: {retired[name]}"
+        if name == "--preset" and earlier_presets and presets is not None:
             value = value or (argv[k + 1] if k + 1 < len(argv) else "")
             if value and value not in presets:
-                return (f"--preset {value} is not one of {', '.join(presets)}; "
-                        f"{retired['--preset']}")
-        elif name in retired and name != "--preset":
-            return f"{name} was removed: {retired[name]}"
+                return f"--preset {value} is not one of {', '.join(presets)}; {earlier_presets}"
     return None
 
 
 def parse(cls: type[C], description: str, argv: Sequence[str] | None = None,
           presets: Mapping[str, Mapping[str, Any]] | None = None,
-          retired: Mapping[str, str] | None = None) -> C:
+          retired: Mapping[str, str] | None = None, earlier_presets: str | None = None) -> C:
     """Parse ``argv`` into a ``cls`` instance: defaults, then the preset, then explicit
     flags. A value outside its flag's domain, or against a rule between flags, ends the
-    program as argparse does (one line on stderr, exit code 2); so does a ``retired``
-    flag (``{"--flag": where it went}``; ``"--preset"``: where presets no longer in
-    ``presets`` went)."""
+    program as argparse does (one line on stderr, exit code 2); so do a ``retired`` flag
+    (``{"--flag": where it went}``) and, with ``earlier_presets`` (where they went), a
+    ``--preset`` name that is not one of ``presets``."""
     parser = build_parser(cls, description, presets, prog=_prog(cls))
     argv = sys.argv[1:] if argv is None else list(argv)
-    gone = retired_error(argv, retired or {}, presets)
+    gone = retired_error(argv, retired or {}, presets, earlier_presets)
     if gone:
         parser.error(gone)
     args = vars(parser.parse_args(argv))
