@@ -15,13 +15,14 @@ never overwrites it).
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from jaxhw import cli, config
 from jaxhw.config import Items, flag
 from jaxhw.experiment import MAX_SEED, EngineConfig, check_batch
+from jaxhw.files import read_json
 from jaxhw.train import write_json
+from jaxhw.train.divergence import Diverged, SeedsDiverged
 
 from experiments import vit_fashion_mnist
 
@@ -84,8 +85,9 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     done = {}
     if cfg.resume and (out / "results.json").is_file():
-        done = {r["setting"]: r for r in json.loads((out / "results.json").read_text())}
-    rows = []
+        kept = read_json(out / "results.json", "delete it to run every setting again")
+        done = {r["setting"]: r for r in kept if "test_accuracy" in r}
+    rows, diverged = [], []
     for name in names:
         if name in done:
             print(f"== {name}: kept from {out / 'results.json'}")
@@ -100,13 +102,25 @@ def main(argv=None) -> None:
             train_limit=cfg.train_limit, test_limit=cfg.test_limit,
             **{f.name: getattr(cfg, f.name) for f in dataclasses.fields(EngineConfig)})
         print(f"== {name}: {SETTINGS[name] or 'the base setting'}")
-        rows.append(_row(name, vit_fashion_mnist.run(run_cfg, name=f"vit_sweep/{name}")))
+        try:
+            rows.append(_row(name, vit_fashion_mnist.run(run_cfg, name=f"vit_sweep/{name}")))
+        except Diverged as e:  # reported; the other settings go on
+            print(f"== {name}: {e}")
+            diverged.append(name)
+            continue
         write_json(out / "results.json", rows)  # after every setting: an interruption loses one
+    if not rows:
+        raise SeedsDiverged(f"diverged: every setting ({', '.join(diverged)}); see their lines "
+                            f"above")
     write_table(rows, out / "table.md")
     from jaxhw.plotting import plot_sweep
     plot_sweep(rows, out / "sweep.png")
     print((out / "table.md").read_text())
     print(f"written: {out / 'table.md'}, {out / 'results.json'}, {out / 'sweep.png'}")
+    if diverged:
+        raise SeedsDiverged(f"diverged: setting{'s' if len(diverged) > 1 else ''} "
+                            f"{', '.join(diverged)} (their lines above say where and what to "
+                            f"try); the table holds the others")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,14 @@ import optax
 
 from jaxhw import host
 from jaxhw.config import Checked, ConfigError, flag
+from jaxhw.files import (RunFileError, check_writable, optional_write, read_json,
+                         write_atomically)
 from jaxhw.data import get_spec, load_split, subset
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
-from jaxhw.train.checkpoint import saved_epochs
+from jaxhw.train.checkpoint import CheckpointError, saved_epochs
+from jaxhw.train.divergence import EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged
+from jaxhw.train.run_lock import RunLock, check_free
 from jaxhw.train.tensorboard import TensorBoard
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
 from jaxhw.train.precision import DTYPE_HELP, DTYPES, compute_capability, compute_dtype
@@ -53,6 +57,11 @@ class EngineConfig(Checked):
                                   "steps are short", ge=0)
     gpu_autotune: int = flag(-1, AUTOTUNE_HELP, ge=-1, le=4)
     deterministic: bool = flag(False, DETERMINISTIC_HELP)
+    on_nan: str = flag("stop", "what a non-finite train or evaluation loss does: stop (end "
+                               "the run with one line and exit status "
+                               f"{EXIT_DIVERGED}, keeping the last finite epoch's checkpoint) "
+                               "or continue (train on, e.g. to look at what happens)",
+                       choices=ON_NAN)
 
 
 def engine_options(cfg: EngineConfig, base: dict[str, str] | None = None
@@ -195,7 +204,11 @@ def run_seeds_of(cfg: RunConfig) -> list[int]:
 
 def check_run_folders(name: str, cfg: RunConfig) -> None:
     """Apply the ``--resume`` / ``--overwrite`` / ``--evaluate`` rules to every seed's folder
-    without changing anything, so that a conflict is reported before data is loaded."""
+    without changing anything, so that a conflict is reported before data is loaded; a
+    training run also needs the folder free (no other run training in it) and writable."""
+    if not cfg.evaluate:
+        check_writable(run_dir(name, cfg))
+        check_free(run_dir(name, cfg))
     for seed in run_seeds_of(cfg):
         _check_folder(run_dir(name, cfg, seed), cfg)
 
@@ -205,6 +218,23 @@ def _check_folder(folder: Path, cfg: RunConfig) -> None:
         check_run(folder, resume=resumes(folder, cfg), overwrite=cfg.overwrite)
         return
     check_run(folder, resume=True, overwrite=False, flag="--evaluate")
+    check_not_diverged(folder)
+
+
+def check_not_diverged(folder: Path) -> None:
+    """Raise :class:`CheckpointError` when ``folder``'s results.json records a run that
+    diverged (its weights are those of the last finite epoch, not a finished run's)."""
+    results_file = folder / "results.json"
+    try:
+        results = read_json(results_file, "")
+    except RunFileError:  # missing or damaged: --evaluate writes it again
+        return
+    if isinstance(results, dict) and results.get("status") == "diverged":
+        d = results.get("diverged", {})
+        raise CheckpointError(
+            f"the run in {folder} diverged (step {d.get('step')}, epoch {d.get('epoch')}) and "
+            f"did not finish; rerun it with a lower --lr and --resume (it continues from "
+            f"epoch {d.get('kept_epoch')}), or --overwrite")
 
 
 def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
@@ -223,7 +253,8 @@ def engine_trainer(cfg: EngineConfig, model: nn.Module, tx: optax.GradientTransf
     dtype is float16); ``kwargs`` go to the Trainer."""
     return Trainer(model, tx, steps_per_call=cfg.steps_per_call,
                    compiler_options=engine_options(cfg, compiler_options),
-                   loss_scaling=compute_dtype(cfg.dtype) == jnp.float16, **kwargs)
+                   loss_scaling=compute_dtype(cfg.dtype) == jnp.float16, on_nan=cfg.on_nan,
+                   **kwargs)
 
 
 @dataclasses.dataclass
@@ -265,24 +296,39 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
     ``seed_<s>``. Every seed's folder is opened (``--overwrite`` deletes) only now, after
     the experiment has checked its flags, data and model."""
     seeds = run_seeds_of(cfg)
-    folders = {s: open_checkpoints(run_dir(name, cfg, s), cfg) for s in seeds}
-    if len(seeds) == 1:
-        return _train_one(name, cfg, plan, seeds[0], folders[seeds[0]])
-    rows, compiled = [], 0.0
-    for seed in seeds:
-        print(f"--- seed {seed} ({len(rows) + 1} of {len(seeds)}) ---")
-        results = _train_one(name, cfg, plan, seed, folders[seed])
+    with RunLock(run_dir(name, cfg)):  # taken before --overwrite clears, held to the end
+        folders = {s: open_checkpoints(run_dir(name, cfg, s), cfg) for s in seeds}
+        if len(seeds) == 1:
+            return _train_one(name, cfg, plan, seeds[0], folders[seeds[0]])
+        return _train_seeds(name, cfg, plan, folders)
+
+
+def _train_seeds(name: str, cfg: RunConfig, plan: Plan, folders: dict[int, Checkpoints]
+                 ) -> dict:
+    """Every seed of ``folders`` in turn and their summary; a seed that diverges is
+    reported and the others go on (the summary names it, then :class:`Diverged` ends the
+    run)."""
+    rows, diverged, compiled, results = [], [], 0.0, None
+    for seed, folder in folders.items():
+        print(f"--- seed {seed} ({len(rows) + len(diverged) + 1} of {len(folders)}) ---")
+        try:
+            results = _train_one(name, cfg, plan, seed, folder)
+        except Diverged as e:
+            print(f"seed {seed}: {e}")
+            diverged.append({"seed": seed, **e.record()})
+            continue
         rows.append({"seed": seed, "accuracy": results[plan.metric],
                      "train_s": results["train_s"], "compile_s": results["compile_s"] - compiled})
         compiled = results["compile_s"]  # the later seeds reuse the first one's programs
     accuracies = np.array([r["accuracy"] for r in rows])
-    summary = {
-        "experiment": name, "metric": plan.metric, "seeds": rows,
-        "mean_accuracy": float(accuracies.mean()), "std_accuracy": float(accuracies.std(ddof=1)),
-        "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
-        "device": results["device"], "dtype": results["dtype"],
-        "host_cpu": results["host_cpu"], "host_cpu_flags": results["host_cpu_flags"],
-        "config": dataclasses.asdict(cfg)}
+    summary = {"experiment": name, "metric": plan.metric, "seeds": rows, "diverged": diverged,
+               "config": dataclasses.asdict(cfg)}
+    if rows:
+        summary.update({
+            "mean_accuracy": float(accuracies.mean()),
+            "std_accuracy": float(accuracies.std(ddof=1)) if len(rows) > 1 else 0.0,
+            "mean_train_s": float(np.mean([r["train_s"] for r in rows])),
+            **{k: results[k] for k in ("device", "dtype", "host_cpu", "host_cpu_flags")}})
     root = run_dir(name, cfg)
     if jax.process_index() == 0:
         write_json(root / "results.json", summary)
@@ -290,11 +336,19 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
     for r in rows:
         print(f"{r['seed']:>6} {100 * r['accuracy']:>8.2f}% {r['train_s']:>8.2f} "
               f"{r['compile_s']:>10.2f}")
-    print(f"mean {plan.metric.replace('_', ' ')} {100 * summary['mean_accuracy']:.2f}% (std "
-          f"{100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
-          f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}"
-          f"{' (' + summary['host_cpu'] + ')' if jax.default_backend() == 'cpu' else ''}; "
-          f"results: {root / 'results.json'}")
+    for d in diverged:
+        print(f"{d['seed']:>6} {'diverged':>9} (step {d['step']}, epoch {d['epoch']})")
+    if rows:
+        print(f"mean {plan.metric.replace('_', ' ')} {100 * summary['mean_accuracy']:.2f}% "
+              f"(std {100 * summary['std_accuracy']:.2f}) over {len(rows)} seeds, "
+              f"{summary['mean_train_s']:.2f} s of training per seed on {summary['device']}"
+              f"{' (' + summary['host_cpu'] + ')' if jax.default_backend() == 'cpu' else ''}; "
+              f"results: {root / 'results.json'}")
+    if diverged:
+        names = ", ".join(str(d["seed"]) for d in diverged)
+        raise SeedsDiverged(f"diverged: seed{'s' if len(diverged) > 1 else ''} {names} of "
+                            f"{len(folders)} (their lines above say where and what to try); "
+                            f"summary of the others: {root / 'results.json'}")
     return summary
 
 
@@ -315,20 +369,28 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         state, history, _ = trainer.resume(ckpt, state)
         print(f"evaluating {ckpt.directory}, epoch {ckpt.latest_epoch()} (the latest)")
     elif resumes(ckpt.directory, cfg):
-        state, history, _ = trainer.resume(ckpt, state)
+        state, meta, skipped = ckpt.restore_latest_good(state)
+        history = list(meta.get("history", []))
+        for epoch, reason in skipped:
+            print(f"set aside {ckpt.directory / str(epoch)} as {epoch}.damaged: {reason}")
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     t0 = time.perf_counter()
     if not cfg.evaluate:
         board = [TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)
                  ] if jax.process_index() == 0 else []
-        state, history = trainer.fit(
-            state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
-            seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
-            eval_batch_size=plan.eval_batch_size, eval_split=plan.eval_split,
-            meta={"config": dataclasses.asdict(cfg), "experiment": name,
-                  "predictor": plan.predictor})
-        for hook in board:
-            hook.close()
+        try:
+            state, history = trainer.fit(
+                state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
+                seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
+                eval_batch_size=plan.eval_batch_size, eval_split=plan.eval_split,
+                meta={"config": dataclasses.asdict(cfg), "experiment": name,
+                      "predictor": plan.predictor})
+        except Diverged as e:
+            _record_divergence(name, cfg, plan, ckpt, e)
+            raise
+        finally:
+            for hook in board:
+                hook.close()
         for hook in plan.hooks:
             hook.on_train_end(ckpt.directory)
     wall = time.perf_counter() - t0
@@ -344,11 +406,14 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     if primary:
         from jaxhw.plotting import plot_confusion, plot_history  # matplotlib when needed
         if table is not None:
-            (ckpt.directory / "per_class_accuracy.md").write_text(table + "\n")
-            plot_confusion(result.labels, result.predictions, plan.class_names,
+            write_atomically(ckpt.directory / "per_class_accuracy.md",
+                             lambda tmp: tmp.write_text(table + "\n"))
+            optional_write("the confusion matrix plot", plot_confusion, result.labels,
+                           result.predictions, plan.class_names,
                            ckpt.directory / "confusion_matrix.png")
         if history:
-            plot_history(history, ckpt.directory / "history.png", plan.eval_split)
+            optional_write("the history plot", plot_history, history,
+                           ckpt.directory / "history.png", plan.eval_split)
     timing = timing_summary(trainer, history)
     results = {
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
@@ -373,6 +438,20 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     print(f"results: {ckpt.directory / 'results.json'}; plots: "
           f"{', '.join(sorted(p.name for p in ckpt.directory.glob('*.png')))}")
     return results
+
+
+def _record_divergence(name: str, cfg: RunConfig, plan: Plan, ckpt: Checkpoints,
+                       error: Diverged) -> None:
+    """Complete ``error`` with the learning rate at its step and the kept epoch, and
+    write results.json as ``"status": "diverged"`` (what ``jaxhw.load`` and ``--evaluate``
+    refuse)."""
+    lr = plan.learning_rate(max(error.step - 1, 0)) if plan.learning_rate else None
+    error.completed(None if lr is None else float(lr), ckpt.latest_epoch())
+    if jax.process_index() == 0:
+        write_json(ckpt.directory / "results.json", {
+            "experiment": name, "status": "diverged", "diverged": error.record(),
+            "config": dataclasses.asdict(cfg), "predictor": plan.predictor})
+    ckpt.close()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,7 +17,6 @@ run's evaluation used, so a predictor gives the evaluation's predictions.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxhw.files import read_json
 from jaxhw.inference import Inference, build
 from jaxhw.train.checkpoint import Checkpoints, CheckpointError
 
@@ -50,7 +50,18 @@ def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
         raise RunFolderError(f"{folder} does not exist; pass the --checkpoint-dir of a "
                              f"finished run")
     results_file = folder / "results.json"
-    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    results = read_json(results_file, "run the experiment with --evaluate and this "
+                                      "--checkpoint-dir to write it again from the "
+                                      "checkpoint") if results_file.is_file() else {}
+    if not isinstance(results, dict):
+        raise RunFolderError(f"{results_file} is not a run's results (a JSON object); pass "
+                             f"the --checkpoint-dir of a run")
+    if results.get("status") == "diverged":
+        d = results.get("diverged", {})
+        raise RunFolderError(f"the run in {folder} diverged (step {d.get('step')}, epoch "
+                             f"{d.get('epoch')}) and has no final weights; rerun it with a "
+                             f"lower --lr and --resume (it continues from epoch "
+                             f"{d.get('kept_epoch')}), or --overwrite")
     if "seeds" in results and "history" not in results:
         seeds = [f"seed_{r['seed']}" for r in results["seeds"]]
         raise RunFolderError(f"{folder} holds {len(seeds)} seeds' runs; load one of them "

@@ -16,7 +16,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from jaxhw.files import write_atomically
+from jaxhw.files import optional_write, write_atomically
 
 Truncation = Literal["head", "tail", "head+tail"]
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -82,8 +82,9 @@ def tokenize(texts: Sequence[str], tokenizer, max_len: int, how: Truncation = "h
             ids[row, :len(tokens)] = tokens
     mask = (np.arange(max_len)[None, :] < _lengths(ids, tokenizer.pad_token_id)[:, None])
     mask = mask.astype(np.int32)
-    if cache:
-        write_atomically(path, lambda tmp: np.savez(tmp, input_ids=ids, attention_mask=mask))
+    if cache:  # a cache the run can do without: a failed write is one warning
+        optional_write("the tokenised reviews' cache", write_atomically, path,
+                       lambda tmp: np.savez(tmp, input_ids=ids, attention_mask=mask))
     return ids, mask
 
 

@@ -8,7 +8,9 @@ silently start over on top of a run, or to resume one that is not there.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +20,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
 
-from jaxhw.files import write_atomically
+from jaxhw.files import WriteError, os_cause, write_atomically
 from jaxhw.train.state import TrainState
 
 
@@ -77,10 +79,25 @@ class Checkpoints:
 
     def save(self, epoch: int, state: TrainState, meta: dict[str, Any],
              metrics: dict[str, float] | None = None) -> None:
-        self._manager.save(epoch, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-            metrics=metrics)
-        self._manager.wait_until_finished()
+        """Write ``epoch``'s checkpoint; a write that fails (no space, a size limit, no
+        permission) is a :class:`WriteError` naming the folder and the cause, with the
+        partial save removed and the earlier checkpoints as they were."""
+        try:
+            with _quiet_orbax():  # its threads log a traceback per failed write
+                self._manager.save(epoch, args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+                    metrics=metrics)
+                self._manager.wait_until_finished()
+        except Exception as e:  # tensorstore's errors come as ValueError, OSError, ...
+            remove_unfinished_saves(self.directory)
+            self._manager.reload()
+            kept = self.latest_epoch()
+            kept = ("no earlier checkpoint is kept" if kept is None else
+                    f"the checkpoint of epoch {kept} is kept")
+            raise WriteError(f"could not write the checkpoint of epoch {epoch} to "
+                             f"{self.directory} ({os_cause(e)}); {kept}: free space or "
+                             f"choose another --checkpoint-dir, then rerun with "
+                             f"--resume") from None
 
     def restore(self, template: TrainState | None, epoch: int | None = None
                 ) -> tuple[Any, dict]:
@@ -100,10 +117,32 @@ class Checkpoints:
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for truncated or foreign files
             raise CheckpointError(
-                f"checkpoint {self.directory / str(epoch)} is corrupt or does not match this "
-                f"model ({type(e).__name__}: {str(e)[:300]}). Delete that folder to resume "
-                f"from the one before it, or pass --overwrite to start over.") from e
+                f"checkpoint {self.directory / str(epoch)} is damaged or does not match this "
+                f"model ({_short(e)}); --resume continues from the epoch before it, "
+                f"--overwrite starts over") from None
         return restored["state"], restored["meta"]
+
+    def restore_latest_good(self, template: TrainState | None
+                            ) -> tuple[Any, dict, list[tuple[int, str]]]:
+        """Restore the latest checkpoint that reads back whole, for ``--resume``: a damaged
+        later one (a save cut off by a crash that still left its folder, a truncated
+        file) is renamed ``<epoch>.damaged`` so that the run can write that epoch again.
+        Returns the state, its meta and the ``(epoch, reason)`` of every one set aside."""
+        skipped: list[tuple[int, str]] = []
+        for epoch in reversed(self.epochs()):
+            try:
+                state, meta = self.restore(template, epoch)
+            except CheckpointError as e:
+                skipped.append((epoch, str(e)))
+                if jax.process_index() == 0:
+                    os.replace(self.directory / str(epoch),
+                               self.directory / f"{epoch}.damaged")
+                self._manager.reload()
+                continue
+            return state, meta, skipped
+        raise CheckpointError(f"no checkpoint in {self.directory} reads back whole "
+                              f"({'; '.join(r for _, r in skipped)[:400]}); pass --overwrite "
+                              f"to start over")
 
     def meta(self, epoch: int | None = None) -> dict:
         """The JSON ``meta`` item of ``epoch`` (default: the latest), without the state."""
@@ -113,6 +152,25 @@ class Checkpoints:
 
     def close(self) -> None:
         self._manager.close()
+
+
+def _short(error: BaseException) -> str:
+    """The first line of ``error``, cut to a length a one-line message can hold."""
+    text = (str(error).strip().splitlines() or [""])[0]
+    return f"{type(error).__name__}: {text[:120]}{'...' if len(text) > 120 else ''}"
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Hold back the ERROR records (with tracebacks) that orbax's writer threads log
+    through absl when a write fails: the caller reports the failure once."""
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def remove_unfinished_saves(directory: Path) -> list[Path]:

@@ -20,6 +20,7 @@ from jaxhw.config import ConfigError
 from jaxhw.data.pipeline import epoch_batches, eval_batches
 from jaxhw.train import parallel
 from jaxhw.train.checkpoint import Checkpoints, write_json
+from jaxhw.train.divergence import ON_NAN, Diverged
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import LossScale
 from jaxhw.train.state import TrainState, create_train_state
@@ -126,6 +127,10 @@ class Trainer:
       bucket_run: with buckets, how many batches of one bucket are taken in a row
         (:func:`plan_calls`); 0 = the block's length.
       loss_scaling: dynamic loss scaling (float16 training; the scale lives in the state).
+      on_nan: ``"stop"`` raises :class:`~jaxhw.train.divergence.Diverged` at the first host
+        read that sees a non-finite train loss (or at a non-finite evaluation loss), before
+        that epoch is checkpointed; with loss scaling, steps the scaler skips by design
+        are not counted unless the scale is at its floor. ``"continue"`` trains on.
 
     Every program (a train block or an eval step, per input shape) is compiled ahead of
     its first use and timed: ``compile_s`` is XLA's time so far (near 0 when the
@@ -149,6 +154,7 @@ class Trainer:
     lookahead: Lookahead | None = None  # weight averaging after each step (airbench's)
     bucket_run: int = 0
     loss_scaling: bool = False
+    on_nan: str = "stop"
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
@@ -156,6 +162,8 @@ class Trainer:
             raise ConfigError(f"log_every ({self.log_every}) must be positive and "
                               f"steps_per_call ({self.steps_per_call}) and bucket_run "
                               f"({self.bucket_run}) not negative")
+        if self.on_nan not in ON_NAN:
+            raise ConfigError(f"on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}")
         self.block = self.steps_per_call or None  # None: chosen at the first train_epoch
         self._blocks: dict[int, Any] = {}  # steps per call -> its jitted block
         self._eval_steps: dict[int, Any] = {}  # test-time views -> its jitted eval step
@@ -276,6 +284,8 @@ class Trainer:
                 done, waiting = done + count, waiting + count
                 if waiting >= self.log_every or n == len(calls) - 1:
                     host = np.concatenate([np.asarray(l)[:c] for l, c in pending])
+                    if self.on_nan == "stop":
+                        self._check_finite(state, host, epoch, epochs)
                     for hook in hooks:
                         hook.on_losses(epoch, done - len(host), host)
                     total += float(host.sum())
@@ -283,6 +293,26 @@ class Trainer:
                     bar.set_postfix(loss=f"{host.mean():.3f}")
                     pending, waiting = [], 0
         return state, total / steps
+
+    def _check_finite(self, state: TrainState, losses: np.ndarray, epoch: int,
+                      epochs: int) -> None:
+        """Raise :class:`Diverged` when ``losses`` (the steps up to ``state.step`` since
+        the last host read) hold a non-finite value, or when a float16 loss scale at its
+        floor still skips steps."""
+        bad = np.flatnonzero(~np.isfinite(losses))
+        scale = getattr(state, "loss_scale", None) if self.loss_scaling else None
+        if scale is None:
+            floor = True
+        else:
+            value, good = (float(v) for v in jax.device_get((scale.scale, scale.good_steps)))
+            floor = value <= scale.min_scale
+            if floor and not bad.size and good == 0:  # the last step was skipped at the floor
+                raise Diverged("float16 training", "overflowing", int(state.step), epoch,
+                               epochs, "the loss scale is at its floor of "
+                               f"{scale.min_scale:g} and steps still overflow")
+        if bad.size and floor:
+            step = int(state.step) - len(losses) + int(bad[0]) + 1
+            raise Diverged("the train loss", float(losses[bad[0]]), step, epoch, epochs)
 
     def _eval_step(self, tta: int):
         if tta not in self._eval_steps:
@@ -350,6 +380,9 @@ class Trainer:
             c1, t1 = self.setup_s, time.perf_counter()
             result = self.evaluate(state, test, eval_batch_size, self.epoch_tta)
             c2, t2 = self.setup_s, time.perf_counter()
+            if self.on_nan == "stop" and not np.isfinite(result.loss):
+                raise Diverged(f"the {eval_split} loss", result.loss, int(state.step), epoch,
+                               epochs)
             record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
                       "eval_loss": result.loss, "eval_accuracy": result.accuracy,
                       "train_time_s": (t1 - t0) - (c1 - c0), "eval_time_s": (t2 - t1) - (c2 - c1),

@@ -71,7 +71,7 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     for path in (tmp_path / "run" / "3" / "state").rglob("*"):
         if path.is_file():
             path.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match=r"run/3 is corrupt.*Delete that folder"):
+    with pytest.raises(CheckpointError, match=r"run/3 is damaged.*--resume continues from the epoch before it"):
         Checkpoints(tmp_path / "run").restore(state)
 
 
