@@ -20,6 +20,14 @@ from jaxhw.train.checkpoint import CheckpointError
 from jaxhw.train.divergence import EXIT_DIVERGED, Diverged, SeedsDiverged
 
 EXIT_USAGE, EXIT_WRITE, EXIT_INTERRUPTED = 2, 4, 130
+USAGE_ERRORS = (ConfigError, DataError, CheckpointError, ModelLoadError, RunFileError)
+DIVERGED = (Diverged, SeedsDiverged)
+USER_ERRORS = (*USAGE_ERRORS, *DIVERGED, WriteError)  # one line each, never a traceback
+
+
+def one_line(error: BaseException) -> str:
+    """The line the command line prints for one of :data:`USER_ERRORS`."""
+    return str(error) if isinstance(error, DIVERGED) else f"error: {error}"
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -41,15 +49,10 @@ def run(main: Callable[[], None]) -> None:
     warnings.showwarning = _show_warning
     try:
         main()
-    except (ConfigError, DataError, CheckpointError, ModelLoadError, RunFileError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-    except (Diverged, SeedsDiverged) as e:
-        print(e, file=sys.stderr)
-        sys.exit(EXIT_DIVERGED)
-    except WriteError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(EXIT_WRITE)
+    except USER_ERRORS as e:
+        print(one_line(e), file=sys.stderr)
+        sys.exit(EXIT_DIVERGED if isinstance(e, DIVERGED) else
+                 EXIT_WRITE if isinstance(e, WriteError) else EXIT_USAGE)
     except KeyboardInterrupt:
         print("\ninterrupted: the last finished epoch is checkpointed; rerun the same command "
               "with --resume to continue", file=sys.stderr)

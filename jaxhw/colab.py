@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
@@ -68,6 +69,27 @@ def copy_new(source: Path, target: Path) -> int:
             os.replace(partial, dest)
             copied += 1
     return copied
+
+
+def one_line_errors() -> bool:
+    """In the IPython kernel this runs in, show jaxhw's own errors (a bad flag, missing
+    data, a diverged run, a failed write, a busy or damaged run folder) as the one line the
+    command line prints, instead of a traceback; other errors keep theirs. False outside
+    IPython."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None:
+        return False
+    from jaxhw.cli import USER_ERRORS, one_line
+
+    def show(shell, etype, value, tb, tb_offset=None):
+        print(one_line(value), file=sys.stderr)
+
+    shell.set_custom_exc(USER_ERRORS, show)
+    return True
 
 
 def after_each_cell(action: Callable[[], object]) -> bool:

@@ -422,3 +422,27 @@ def test_damaged_run_folders_are_one_line_for_predict_load_and_resume(tiny_data,
     out = capsys.readouterr().out
     assert f"set aside {folder / '2'} as 2.damaged" in out and "at epoch 1" in out
     assert jaxhw.load(folder).epoch == 2
+
+
+def test_a_notebook_cell_shows_jaxhw_errors_as_the_one_line(capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from jaxhw import colab
+    shell = InteractiveShell.instance()
+    try:
+        assert colab.one_line_errors()
+        shell.run_cell("from jaxhw.train.divergence import Diverged\n"
+                       "raise Diverged('the train loss', float('nan'), 9, 2, 3)"
+                       ".completed(0.1, 1)")
+        shell.run_cell("from jaxhw.files import WriteError\n"
+                       "raise WriteError('could not write x (No space left on device)')")
+        shell.run_cell("1 / 0")
+    finally:
+        InteractiveShell.clear_instance()
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert err[0].startswith("diverged: the train loss is nan at step 9 (epoch 2 of 3, "
+                             "learning rate 0.1)")
+    assert err[1] == "error: could not write x (No space left on device)"
+    assert "ZeroDivisionError" in captured.out + captured.err  # others keep their traceback
+    assert "Diverged" not in captured.out and "WriteError" not in captured.out
