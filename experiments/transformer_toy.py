@@ -26,6 +26,7 @@ import optax
 
 from jaxhw import cli, config, inference
 from jaxhw.config import ConfigError, flag
+from jaxhw.files import read_json
 from jaxhw.data import subset
 from jaxhw.data.toy import (BOS, EOS, FIRST, TASKS, distinct_sequences, load_task_splits,
                             random_tokens, save_task_splits, task_splits)
@@ -35,6 +36,7 @@ from jaxhw.experiment import (MAX_SEED, RESUME, Plan, RunConfig, engine_options,
 from jaxhw.models.transformer import Transformer, greedy_decode
 from jaxhw.train.precision import compute_dtype
 from jaxhw.train import TrainState, count_params, sequence_loss, write_json
+from jaxhw.train.checkpoint import CheckpointError
 from jaxhw.train.printouts import DemoPrinter
 from jaxhw.train.schedules import warmup_steps
 
@@ -91,7 +93,9 @@ class Config(RunConfig):
                                             "history and plots; default: "
                                             "checkpoints/transformer_<task>)")
     resume: str = flag("no", "sequence tasks: continue from the latest checkpoint (yes, "
-                             "or auto: when there is one)", choices=RESUME, const="yes")
+                             "or auto: when there is one); the random demo: show a finished "
+                             "demo's logged losses (yes, or auto: train when there is "
+                             "none)", choices=RESUME, const="yes")
     overwrite: bool = flag(False, "sequence tasks: delete existing checkpoints and start over")
     evaluate: bool = flag(False, "sequence tasks: do not train; restore the latest "
                                  "checkpoint (the final weights) and evaluate it")
@@ -110,15 +114,15 @@ class Config(RunConfig):
     def rules(self) -> None:
         super().rules()
         if self.task == "random":
-            used = [f for f, on in (("--resume", self.resume != "no"),
-                                    ("--evaluate", self.evaluate),
+            used = [f for f, on in (("--evaluate", self.evaluate),
                                     ("--seeds", self.seeds != 1),
                                     ("--data-dir", self.data_dir),
                                     ("--predict", self.predict)) if on]
             if used:
                 raise ConfigError(f"{', '.join(used)}: only for the sequence tasks (--task "
                                   f"{' / '.join(sorted(TASKS))}); the random demo runs "
-                                  f"--steps steps and writes results.json")
+                                  f"--steps steps and writes results.json (--resume "
+                                  f"shows a finished demo's logged losses)")
         sizes = self.sizes()
         if sizes["dim"] % sizes["head_num"]:
             raise ConfigError(f"--dim {sizes['dim']} must be divisible by --head-num "
@@ -168,9 +172,41 @@ def teacher_forcing(src: np.ndarray, tgt: np.ndarray) -> tuple[tuple, np.ndarray
     return (src, tgt[:, :-1]), tgt[:, 1:]
 
 
+DEMO_SETTINGS = ("init", "vocab", "dim", "head_num", "layer_num", "ffn_dim", "seq_len",
+                 "dropout", "batch_size", "lr", "steps", "seed")
+
+
+def logged_demo(cfg: Config) -> dict | None:
+    """The results.json of a finished demo with ``cfg``'s settings in its run folder, or
+    None (none there, or one with other settings)."""
+    path = run_dir("transformer_random", cfg) / "results.json"
+    if not path.is_file():
+        return None
+    was = read_json(path, "delete it to run the demo again")
+    same = all(was.get("config", {}).get(k) == getattr(cfg, k) for k in DEMO_SETTINGS)
+    return was if same and len(was.get("losses", [])) == cfg.steps else None
+
+
 def run_random(cfg: Config, dtype) -> dict:
     """The original demo: ``--steps`` full-batch steps on random tokens, each loss printed;
-    no checkpoints (it takes a minute on a GPU). Returns what results.json holds."""
+    no checkpoints (it takes a minute on a GPU). With ``--resume`` (auto), a finished demo
+    with the same settings in the run folder is shown from its log instead. Returns what
+    results.json holds."""
+    if cfg.resume != "no":
+        was = logged_demo(cfg)
+        if was is not None:
+            print(f"Transformer: {was['parameters']:,} parameters, init {cfg.init} (the "
+                  f"finished demo in {run_dir('transformer_random', cfg)}, trained on "
+                  f"{was['device']}; its logged losses)")
+            for step, loss in enumerate(was["losses"], 1):
+                print(f"Epoch: {step}, Loss: {loss}")
+            print(f"time per step: {was['step_ms'] / 1000:.3f} s (median; compilation "
+                  f"excluded)")
+            return was
+        if cfg.resume == "yes":
+            raise CheckpointError(f"--resume: no finished demo with these settings in "
+                                  f"{run_dir('transformer_random', cfg)}; run without "
+                                  f"--resume")
     src, tgt = random_tokens(cfg.batch_size, cfg.seq_len, cfg.vocab, cfg.seed)
     x, y = teacher_forcing(src, tgt)
     tx = optax.adam(cfg.lr, b1=0.9, b2=0.98, eps=1e-9)

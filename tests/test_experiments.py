@@ -207,4 +207,23 @@ def test_random_demo_refuses_the_sequence_task_flags(capsys):
     with pytest.raises(SystemExit):
         cli.run(lambda: module.main(["--seeds", "2", "--resume"]))
     err = capsys.readouterr().err
-    assert "--resume, --seeds: only for the sequence tasks" in err
+    assert "--seeds: only for the sequence tasks" in err
+
+
+def test_the_random_demo_resumed_shows_its_logged_losses(tmp_path, capsys):
+    from experiments import transformer_toy
+    args = ["--preset", "small", "--dim", "16", "--ffn-dim", "32", "--vocab", "50",
+            "--seq-len", "8", "--batch-size", "4", "--steps", "3", "--compile-cache", "off",
+            "--checkpoint-dir", str(tmp_path / "demo")]
+    with pytest.raises(SystemExit):  # nothing logged yet
+        cli.run(lambda: transformer_toy.main(args + ["--resume"]))
+    assert "no finished demo with these settings" in capsys.readouterr().err
+    transformer_toy.main(args + ["--resume", "auto"])  # none logged: it trains
+    trained = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith("Epoch: ")]
+    transformer_toy.main(args + ["--resume", "auto"])
+    shown = capsys.readouterr().out
+    assert [line for line in shown.splitlines() if line.startswith("Epoch: ")] == trained
+    assert "the finished demo in" in shown and len(trained) == 3
+    transformer_toy.main(args + ["--resume", "auto", "--steps", "4"])  # other settings: trains
+    assert "the finished demo in" not in capsys.readouterr().out
