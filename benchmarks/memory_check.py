@@ -4,7 +4,7 @@
     python -m benchmarks.memory_check --args "--model minilm --max-len 512 --batch-size 32"
 
 Builds the experiment's classifier for the given ``bert_imdb`` flags (by default the
-``BERT_ARGS`` of ``experiments/notebooks/bert_imdb.ipynb``), compiles one train block on
+``GPU_ARGS`` of ``experiments/notebooks/bert_imdb.ipynb``), compiles one train block on
 the current backend without running it, and reports what XLA says the compiled program
 holds: arguments (parameters, AdamW state, the training reviews on the device), outputs,
 donated (aliased) bytes, temporaries, and their peak. ``bert-base-uncased`` is built from
@@ -38,12 +38,13 @@ OUT = Path("benchmarks/results/memory_check.json")
 
 
 def notebook_args(path: Path = NOTEBOOK) -> list[str]:
-    """The ``BERT_ARGS`` list of a notebook's parameters cell."""
+    """The GPU recipe (``GPU_ARGS``) of a notebook's parameters cell: what it trains on a
+    GPU runtime unless ``BERT_ARGS`` says otherwise."""
     nb = nbformat.read(path, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     scope: dict = {}
     exec(cell.source, scope)  # the cell only assigns constants
-    return list(scope["BERT_ARGS"])
+    return list(scope["GPU_ARGS"] if scope.get("BERT_ARGS") is None else scope["BERT_ARGS"])
 
 
 def bert_config(model: str):
@@ -128,7 +129,7 @@ def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -
 
 @dataclasses.dataclass
 class Config(Checked):
-    args: str | None = flag(None, "bert_imdb flags to measure (default: the BERT_ARGS of "
+    args: str | None = flag(None, "bert_imdb flags to measure (default: the GPU_ARGS of "
                                   "experiments/notebooks/bert_imdb.ipynb)")
     target: str = flag("t4", "the device to measure for: t4 (float16 under --dtype auto, "
                              f"budget {T4_BUDGET_GIB:g} GiB) or here (this device's dtype, "

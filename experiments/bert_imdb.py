@@ -221,8 +221,14 @@ def run(cfg: Config) -> dict:
     return train_and_evaluate(name, cfg, plan)
 
 
+def parse(argv=None) -> Config:
+    """The command line ``argv`` (default: ``sys.argv[1:]``) as a :class:`Config`, presets
+    applied; a bad value ends the program with argparse's one line."""
+    return config.parse(Config, __doc__, argv, PRESETS)
+
+
 def main(argv=None) -> None:
-    run(config.parse(Config, __doc__, argv, PRESETS))
+    run(parse(argv))
 
 
 if __name__ == "__main__":

@@ -340,8 +340,14 @@ def run(cfg: Config) -> dict:
     return run_sequence_task(cfg, start(cfg, f"transformer_{cfg.task}"))
 
 
+def parse(argv=None) -> Config:
+    """The command line ``argv`` (default: ``sys.argv[1:]``) as a :class:`Config`, presets
+    applied; a bad value ends the program with argparse's one line."""
+    return config.parse(Config, __doc__, argv, PRESETS)
+
+
 def main(argv=None) -> None:
-    run(config.parse(Config, __doc__, argv, PRESETS))
+    run(parse(argv))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from safetensors, never from pickles.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,20 @@ def resolve(name: str) -> tuple[str, bool]:
     return name, False
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Hold back transformers' notices that say nothing about a jaxhw run: that its Flax
+    classes are deprecated (jaxhw pins 4.57, the last release line that has them) and that a
+    PyTorch checkpoint's ``position_ids`` buffer was not used. Its errors still show."""
+    from transformers.utils import logging as hf_logging
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_pretrained(name: str) -> tuple[Any, Any]:
     """(``FlaxBertModel``, fast tokenizer) for a hub name, a local directory or ``minilm``."""
     from transformers import AutoTokenizer, FlaxBertModel
@@ -66,7 +81,8 @@ def load_pretrained(name: str) -> tuple[Any, Any]:
                              f"(pickled PyTorch weights are not loaded)")
     try:
         # transformers reads model.safetensors itself (no torch); pickles are never tried.
-        model = FlaxBertModel.from_pretrained(source, local_files_only=local_only)
+        with _quiet():
+            model = FlaxBertModel.from_pretrained(source, local_files_only=local_only)
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only,
                                                   use_fast=True)
     except OSError as e:

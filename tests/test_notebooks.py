@@ -24,7 +24,18 @@ def run_notebook(name: str, parameters: str, tmp_path: Path, cwd: Path = ROOT,
         nb.cells = nb.cells[:last + 1]
     NotebookClient(nb, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(cwd)}}).execute()
+    check_drawings(nb)
     return nb
+
+
+def check_drawings(nb) -> None:
+    """Every executed cell tagged ``draws`` stored at least one image."""
+    for k, cell in enumerate(nb.cells):
+        if "draws" in cell.metadata.get("tags", []) and cell.get("outputs") is not None:
+            if cell.get("execution_count") is None:
+                continue  # not run (a test that stops early)
+            images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+            assert images, f"cell {k} draws but stored no image:\n{cell.source[:200]}"
 
 
 def outputs(nb) -> str:
@@ -115,10 +126,39 @@ DATA_DIR = {str(tiny_data)!r}
 CHECKPOINTS = {str(tmp_path / "ckpt")!r}
 BERT_ARGS = ["--model", {str(tiny_model_dir)!r}, "--max-len", "16", "--batch-size", "8",
              "--epochs", "1", "--buckets", "2"]
+GPU_ARGS = ["--model", "bert-base-uncased"]   # not used: BERT_ARGS is set
 """
     text = outputs(run_notebook("bert_imdb.ipynb", params, tmp_path))
     assert "Test Accuracy: 0." in text and "precision" in text
     assert (tmp_path / "ckpt" / "bert_imdb" / "confusion_matrix.png").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.notebook
+@pytest.mark.parametrize("name, args, expected", [
+    ("cifar_cnn", "BETTERNET_ARGS", ["GPU runtime", "widths [64, 256, 256]", "GELU",
+                                     "a max pool after each stage", "test-time views: 6 (six)",
+                                     "10 epochs of batch 1024"]),
+    ("vit", "VIT_ARGS", ["GPU runtime", "4x4 patches -> 49 tokens", "width 128, depth 6",
+                         "8 heads", "25 epochs of batch 512"])])
+def test_on_a_gpu_runtime_the_page_describes_the_gpu_recipe(name, args, expected, tiny_data,
+                                                            tmp_path):
+    """With the device taken for a GPU, the recipe cell picks the GPU recipe and the summary
+    describes its config (the recipe's flags, parsed by the experiment's parser)."""
+    params = f"""
+import jax
+jax.default_backend = lambda: "gpu"   # what a GPU runtime reports
+REPO_URL = None
+DRIVE = False
+DATA_DIR = {str(tiny_data)!r}
+CHECKPOINTS = {str(tmp_path / "ckpt")!r}
+SIMPLE_ARGS = ["--epochs", "1", "--print-every", "4", "--dtype", "float32"]
+SWEEP_ARGS = []
+{args} = None
+"""
+    text = outputs(run_notebook(f"{name}.ipynb", params, tmp_path, upto="summary"))
+    for phrase in expected:
+        assert phrase in text, (phrase, text[-3000:])
 
 
 def test_every_notebook_has_the_one_setup_cell():

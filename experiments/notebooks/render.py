@@ -1,13 +1,17 @@
-"""Execute the notebooks on the real datasets with CPU-sized budgets and store their outputs,
-so that the notebooks show real results where they are read (GitHub, an editor).
+"""Execute the notebooks on the real datasets with their own recipes and store their
+outputs, so that the notebooks show real results where they are read (GitHub, an editor).
 
     python -m experiments.notebooks.render --data-dir ~/.cache/jaxhw-data           # all four
     python -m experiments.notebooks.render --data-dir DIR --only bert_imdb
 
-Each notebook runs with its parameters cell replaced by the budget below (the stored
-parameters cell keeps the Colab defaults); a note under the title says which budget, CPU
-and commit gave the outputs. Runs go to a temporary folder, not ``checkpoints/``; the
-stored outputs name it ``checkpoints``, as a reader's run with the defaults does.
+Each notebook runs with its defaults (on a CPU: the CPU recipes, full size); only
+``DATA_DIR`` and ``CHECKPOINTS`` are set. Its runs are kept in ``--runs``/<notebook>
+(default ``checkpoints/notebooks``), so the long ones can be trained first by the same
+commands (``python -m experiments.<name> ... --checkpoint-dir checkpoints/notebooks/<notebook>/<run>``),
+and a rendering that stops is taken up again: the training cells pass ``--resume auto``
+and find those runs finished. A note under the title says which CPU, commit and date gave
+the outputs; the stored outputs name the runs' folder ``checkpoints``, as a reader's run
+with the defaults does.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import re
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import nbformat
@@ -26,23 +31,8 @@ from jaxhw import host
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
-# The budgets of a 2-core CPU: minutes per notebook, not the hours the full runs take.
-BUDGETS = {
-    "cifar_cnn": {
-        "SIMPLE_ARGS": ["--epochs", "1"],
-        "BETTERNET_ARGS": ["--train-limit", "10000", "--epochs", "3"]},
-    "transformer": {
-        "DEMO_ARGS": ["--preset", "small", "--steps", "20"],
-        "TASK_ARGS": ["--task", "reverse", "--epochs", "2", "--train-size", "20000"]},
-    "vit": {
-        "VIT_ARGS": ["--preset", "fast", "--epochs", "3", "--train-limit", "20000"],
-        "SWEEP_ARGS": ["--epochs", "1", "--train-limit", "5000", "--test-limit", "2000",
-                       "--only", "base,patch4,heads1"]},
-    "bert_imdb": {
-        "BERT_ARGS": ["--model", "minilm", "--max-len", "128", "--batch-size", "16",
-                      "--epochs", "1", "--train-limit", "1000", "--val-limit", "200",
-                      "--test-limit", "500", "--lr", "1e-4"]},
-}
+NOTEBOOKS = ("cifar_cnn", "transformer", "vit", "bert_imdb")
+RUNS = ROOT / "checkpoints" / "notebooks"  # kept: a rendering resumes what is there
 NOTE_TAG = "rendered"
 
 
@@ -73,22 +63,23 @@ NO_WIDGETS = re.compile(r"[^\n]*TqdmWarning: IProgress not found[^\n]*\n"
                         r"(?:[ \t]+from \.autonotebook import[^\n]*\n)?")
 
 
-def machine_paths() -> list[tuple[re.Pattern, str]]:
+def machine_paths(runs: Path = RUNS) -> list[tuple[re.Pattern, str]]:
     """The rendering machine's paths, as outputs print them, and what a reader's own run
-    prints there instead: a render's run folder (``jaxhw-render-*/<notebook>`` in the
-    temporary folder) is the notebook's ``checkpoints``, the repository root is ``.``, the
-    home folder is ``~``."""
+    prints there instead: a notebook's runs folder (``runs/<notebook>``, or a temporary
+    ``jaxhw-render-*/<notebook>``) is the notebook's ``checkpoints``, the repository root
+    is ``.``, the home folder is ``~``."""
     end = r"(?![\w.-])"  # the whole folder name, not a longer one that starts with it
-    return [(re.compile(re.escape(tempfile.gettempdir()) + r"/jaxhw-render-[\w.-]+/[\w.-]+"
+    return [(re.compile(re.escape(str(runs)) + r"/[\w.-]+" + end), "checkpoints"),
+            (re.compile(re.escape(tempfile.gettempdir()) + r"/jaxhw-render-[\w.-]+/[\w.-]+"
                         + end), "checkpoints"),
             (re.compile(re.escape(str(ROOT)) + end), "."),
             (re.compile(re.escape(str(Path.home())) + end), "~")]
 
 
-def relative_paths(text: str) -> str:
+def relative_paths(text: str, runs: Path = RUNS) -> str:
     """``text`` with the rendering machine's paths as a reader's run shows them
     (:func:`machine_paths`)."""
-    for pattern, shown in machine_paths():
+    for pattern, shown in machine_paths(runs):
         text = pattern.sub(shown, text)
     return text
 
@@ -105,7 +96,7 @@ def _merge_streams(outputs: list) -> list:
     return merged
 
 
-def tidy(nb: nbformat.NotebookNode) -> None:
+def tidy(nb: nbformat.NotebookNode, runs: Path = RUNS) -> None:
     """Merge each cell's consecutive outputs of one stream (stdout, stderr) and settle their
     carriage returns, so the stored notebook shows what a reader's screen showed, not every
     progress-bar update; drop the rendering machine's missing-ipywidgets warning and write
@@ -117,36 +108,42 @@ def tidy(nb: nbformat.NotebookNode) -> None:
         merged = _merge_streams(cell.outputs)
         for out in merged:
             if out.output_type == "stream":
-                out.text = relative_paths(NO_WIDGETS.sub("", settle(out.text)))
+                out.text = relative_paths(NO_WIDGETS.sub("", settle(out.text)), runs)
             elif "text/plain" in out.get("data", {}):
-                out.data["text/plain"] = relative_paths(out.data["text/plain"])
+                out.data["text/plain"] = relative_paths(out.data["text/plain"], runs)
         cell.outputs = _merge_streams(
             [o for o in merged if o.output_type != "stream" or o.text.strip()])
 
 
-def render(name: str, data_dir: str, work: Path) -> Path:
+def render(name: str, data_dir: str, runs: Path) -> Path:
+    """Execute notebook ``name`` with its defaults on ``data_dir``, its runs in
+    ``runs/<name>``, and store it with its outputs tidied and a note of what gave them."""
     path = HERE / f"{name}.ipynb"
     nb = nbformat.read(path, as_version=4)
     nb.cells = [c for c in nb.cells if NOTE_TAG not in c.metadata.get("tags", [])]
     params = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     defaults = params.source
-    budget = BUDGETS[name]
-    params.source = "\n".join(
-        ["REPO_URL = None", "DRIVE = False", f"DATA_DIR = {data_dir!r}",
-         f"CHECKPOINTS = {str(work / name)!r}"]
-        + [f"{key} = {value!r}" for key, value in budget.items()])
-    NotebookClient(nb, timeout=3600, kernel_name="python3",
+    params.source = "\n".join([defaults, "DRIVE = False", f"DATA_DIR = {data_dir!r}",
+                                f"CHECKPOINTS = {str(runs / name)!r}"])
+    started = time.time()
+    NotebookClient(nb, timeout=7200, kernel_name="python3",
                    resources={"metadata": {"path": str(ROOT)}}).execute()
-    tidy(nb)
+    minutes = (time.time() - started) / 60
+    tidy(nb, runs)
     params.source = defaults  # readers (and Colab) get the defaults back
     params.outputs = []
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True).stdout.strip() or "unknown"
-    shown = "; ".join(f"`{k} = {v}`" for k, v in budget.items())
+    trained = runs / "TRAINED_AT"  # the commit and date of runs trained before (optional)
+    before = (f" Its long runs were trained beforehand by the same commands "
+              f"({trained.read_text().strip()}); the training cells found them finished "
+              f"(`--resume auto`), show their logged history and evaluate their final weights "
+              f"again." if trained.is_file() else "")
     note = nbformat.v4.new_markdown_cell(
-        f"*The outputs below come from a run on the real datasets on a CPU, "
-        f"{host.cpu_name()}, at commit {commit}, with a CPU-sized budget: {shown}. The "
-        f"parameters cell holds the defaults for a Colab GPU.*")
+        f"*The outputs below come from running this notebook with its default parameters "
+        f"on the real datasets, on a CPU ({host.cpu_name()}), at commit {commit}, on "
+        f"{time.strftime('%Y-%m-%d', time.gmtime(started))} ({minutes:.0f} minutes).{before} "
+        f"On a GPU runtime the notebook trains its GPU recipes instead.*")
     note.metadata["tags"] = [NOTE_TAG]
     nb.cells.insert(1, note)
     nbformat.write(nb, path)
@@ -157,17 +154,20 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", required=True, help="the datasets in jaxhw's plain layout")
-    p.add_argument("--only", default=",".join(BUDGETS),
-                   help=f"comma-separated notebooks (default: all of {', '.join(BUDGETS)})")
+    p.add_argument("--runs", default=str(RUNS),
+                   help="folder of the notebooks' runs, one subfolder per notebook, kept "
+                        "between renderings (default: checkpoints/notebooks)")
+    p.add_argument("--only", default=",".join(NOTEBOOKS),
+                   help=f"comma-separated notebooks (default: all of {', '.join(NOTEBOOKS)})")
     args = p.parse_args(argv)
     names = [n for n in args.only.split(",") if n]
-    unknown = sorted(set(names) - set(BUDGETS))
+    unknown = sorted(set(names) - set(NOTEBOOKS))
     if unknown:
-        p.error(f"unknown notebooks {unknown}; choose from {', '.join(BUDGETS)}")
-    with tempfile.TemporaryDirectory(prefix="jaxhw-render-") as work:
-        for name in names:
-            print(f"rendering {name} ...", flush=True)
-            print(f"written: {render(name, str(Path(args.data_dir).expanduser()), Path(work))}")
+        p.error(f"unknown notebooks {unknown}; choose from {', '.join(NOTEBOOKS)}")
+    runs = Path(args.runs).expanduser().absolute()
+    for name in names:
+        print(f"rendering {name} ...", flush=True)
+        print(f"written: {render(name, str(Path(args.data_dir).expanduser()), runs)}")
 
 
 if __name__ == "__main__":
