@@ -71,16 +71,21 @@ def copy_new(source: Path, target: Path) -> int:
     return copied
 
 
+def _shell():
+    """The IPython shell this runs in, or None."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
+
+
 def one_line_errors() -> bool:
     """In the IPython kernel this runs in, show jaxhw's own errors (a bad flag, missing
     data, a diverged run, a failed write, a busy or damaged run folder) as the one line the
     command line prints, instead of a traceback; other errors keep theirs. False outside
     IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
+    shell = _shell()
     if shell is None:
         return False
     from jaxhw.cli import USER_ERRORS, one_line
@@ -96,11 +101,7 @@ def after_each_cell(action: Callable[[], object]) -> bool:
     """Run ``action`` after every cell of the IPython kernel this runs in (replacing the
     one registered before, so that running the storage cell again adds none); False
     outside IPython."""
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
+    shell = _shell()
     if shell is None:
         return False
     for hook in list(shell.events.callbacks.get("post_run_cell", [])):
