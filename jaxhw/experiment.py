@@ -29,7 +29,8 @@ from jaxhw.data import get_spec, load_split, subset
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import CheckpointError, saved_epochs
-from jaxhw.train.divergence import EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged
+from jaxhw.train.divergence import (EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged,
+                                    rerun_advice)
 from jaxhw.train.run_lock import RunLock, check_free
 from jaxhw.train.tensorboard import TensorBoard
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
@@ -217,8 +218,8 @@ def _check_folder(folder: Path, cfg: RunConfig) -> None:
     if not cfg.evaluate:
         check_run(folder, resume=resumes(folder, cfg), overwrite=cfg.overwrite)
         return
-    check_run(folder, resume=True, overwrite=False, flag="--evaluate")
     check_not_diverged(folder)
+    check_run(folder, resume=True, overwrite=False, flag="--evaluate")
 
 
 def check_not_diverged(folder: Path) -> None:
@@ -231,10 +232,9 @@ def check_not_diverged(folder: Path) -> None:
         return
     if isinstance(results, dict) and results.get("status") == "diverged":
         d = results.get("diverged", {})
-        raise CheckpointError(
-            f"the run in {folder} diverged (step {d.get('step')}, epoch {d.get('epoch')}) and "
-            f"did not finish; rerun it with a lower --lr and --resume (it continues from "
-            f"epoch {d.get('kept_epoch')}), or --overwrite")
+        raise CheckpointError(f"the run in {folder} diverged (step {d.get('step')}, epoch "
+                              f"{d.get('epoch')}) and did not finish; {rerun_advice(d)}")
+
 
 
 def open_checkpoints(folder: Path, cfg: RunConfig) -> Checkpoints:
@@ -372,7 +372,8 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         state, meta, skipped = ckpt.restore_latest_good(state)
         history = list(meta.get("history", []))
         for epoch, reason in skipped:
-            print(f"set aside {ckpt.directory / str(epoch)} as {epoch}.damaged: {reason}")
+            print(f"set aside {ckpt.directory / str(epoch)} as {epoch}.damaged, which does "
+                  f"not read back ({reason})")
         print(f"resumed from {ckpt.directory} at epoch {len(history)}")
     t0 = time.perf_counter()
     if not cfg.evaluate:

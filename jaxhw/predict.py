@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxhw.files import read_json
 from jaxhw.inference import Inference, build
+from jaxhw.train.divergence import rerun_advice
 from jaxhw.train.checkpoint import Checkpoints, CheckpointError
 
 
@@ -59,9 +60,8 @@ def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
     if results.get("status") == "diverged":
         d = results.get("diverged", {})
         raise RunFolderError(f"the run in {folder} diverged (step {d.get('step')}, epoch "
-                             f"{d.get('epoch')}) and has no final weights; rerun it with a "
-                             f"lower --lr and --resume (it continues from epoch "
-                             f"{d.get('kept_epoch')}), or --overwrite")
+                             f"{d.get('epoch')}) and has no final weights; "
+                             f"{rerun_advice(d)}")
     if "seeds" in results and "history" not in results:
         seeds = [f"seed_{r['seed']}" for r in results["seeds"]]
         raise RunFolderError(f"{folder} holds {len(seeds)} seeds' runs; load one of them "

@@ -116,10 +116,12 @@ class Checkpoints:
             restored = self._manager.restore(epoch, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
         except Exception as e:  # orbax raises many types for truncated or foreign files
-            raise CheckpointError(
+            error = CheckpointError(
                 f"checkpoint {self.directory / str(epoch)} is damaged or does not match this "
                 f"model ({_short(e)}); --resume continues from the epoch before it, "
-                f"--overwrite starts over") from None
+                f"--overwrite starts over")
+            error.cause = _short(e)
+            raise error from None
         return restored["state"], restored["meta"]
 
     def restore_latest_good(self, template: TrainState | None
@@ -133,7 +135,7 @@ class Checkpoints:
             try:
                 state, meta = self.restore(template, epoch)
             except CheckpointError as e:
-                skipped.append((epoch, str(e)))
+                skipped.append((epoch, getattr(e, "cause", str(e))))
                 if jax.process_index() == 0:
                     os.replace(self.directory / str(epoch),
                                self.directory / f"{epoch}.damaged")

@@ -51,6 +51,16 @@ class Diverged(RuntimeError):
                 "kept_epoch": self.kept_epoch, "message": self.message()}
 
 
+def rerun_advice(diverged: dict) -> str:
+    """What to do with a run folder whose results.json records ``diverged`` (its
+    :meth:`Diverged.record`)."""
+    kept = diverged.get("kept_epoch")
+    if kept is None:
+        return "no epoch was kept: rerun it with a lower --lr and --overwrite"
+    return (f"rerun it with a lower --lr and --resume (it continues from epoch {kept}), or "
+            f"--overwrite")
+
+
 class SeedsDiverged(RuntimeError):
     """Some seeds of a ``--seeds`` run (or settings of a sweep) diverged; the others
     finished and their summary is written."""
