@@ -29,6 +29,7 @@ from jaxhw.data import get_spec, load_split, subset
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import CheckpointError, saved_epochs
+from jaxhw.train.loop import epoch_line
 from jaxhw.train.divergence import (EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged,
                                     rerun_advice)
 from jaxhw.train.run_lock import RunLock, check_free
@@ -374,7 +375,9 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         for epoch, reason in skipped:
             print(f"set aside {ckpt.directory / str(epoch)} as {epoch}.damaged, which does "
                   f"not read back ({reason})")
-        print(f"resumed from {ckpt.directory} at epoch {len(history)}")
+        print(f"resumed from {ckpt.directory} at epoch {len(history)}; its logged epochs:")
+        for record in history:
+            print(epoch_line(record, plan.epochs, plan.eval_split))
     t0 = time.perf_counter()
     if not cfg.evaluate:
         board = [TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)

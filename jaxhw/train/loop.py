@@ -73,6 +73,16 @@ def plan_calls(counts: Sequence[int], run: int, block: int, key: jax.Array | Non
             for t in range(s, s + c, length)]
 
 
+def epoch_line(record: dict, epochs: int, eval_split: str = "test") -> str:
+    """The line the fit loop prints after an epoch, from its history ``record``."""
+    compiled = record.get("compile_time_s", 0.0)
+    compiled = f", compiling {compiled:.1f} s" if compiled > 0 else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+            f"{eval_split} loss {record['eval_loss']:.4f}, {eval_split} accuracy "
+            f"{100 * record['eval_accuracy']:.2f}% ({record['train_time_s']:.1f} s "
+            f"training{compiled})")
+
+
 class Hook:
     """Callbacks of the fit loop (for the original notebooks' printouts, plots, ...)."""
 
@@ -388,11 +398,7 @@ class Trainer:
                       "train_time_s": (t1 - t0) - (c1 - c0), "eval_time_s": (t2 - t1) - (c2 - c1),
                       "compile_time_s": c2 - c0}
             history.append(record)
-            compiled = f", compiling {c2 - c0:.1f} s" if c2 > c0 else ""
-            tqdm.write(f"epoch {epoch}/{epochs}: train loss {train_loss:.4f}, "
-                       f"{eval_split} loss {result.loss:.4f}, {eval_split} accuracy "
-                       f"{100 * result.accuracy:.2f}% "
-                       f"({record['train_time_s']:.1f} s training{compiled})")
+            tqdm.write(epoch_line(record, epochs, eval_split))
             if checkpoints is not None:
                 checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
                                                 "history": history}, metrics=record)
