@@ -76,15 +76,18 @@ def train_memory(trainer, state, data: dict, batch_size: int) -> dict[str, int]:
     ``batch_size`` drawn from ``data`` (one bucket), in bytes: ``arguments`` (state,
     dataset, batch indices), ``outputs``, ``aliased`` (outputs written into donated
     arguments), ``temporaries``, and ``peak`` = arguments + outputs - aliased +
-    temporaries, what the device must hold while the block runs. Compiles without running
+    temporaries, what the device must hold while the block runs. The block has the length
+    the run compiles (:func:`jaxhw.train.loop.balanced_block`). Compiles without running
     anything."""
     from jaxhw.train import replicate
+    from jaxhw.train.loop import balanced_block
+    count = len(data["y"]) // batch_size
     if trainer.block is None:
-        trainer.block = trainer.choose_block([len(data["y"]) // batch_size])
-    batches = np.zeros((trainer.block, batch_size), np.int32)
-    compiled = trainer.block_fn(trainer.block).lower(
-        state, data, replicate(batches, trainer.mesh), np.int32(0),
-        np.int32(trainer.block)).compile()
+        trainer.block = trainer.choose_block([count])
+    length = balanced_block(count, trainer.block)  # the block length the run compiles
+    batches = np.zeros((length, batch_size), np.int32)
+    compiled = trainer.block_fn(length).lower(
+        state, data, replicate(batches, trainer.mesh), np.int32(0), np.int32(length)).compile()
     m = compiled.memory_analysis()
     stats = {"arguments": m.argument_size_in_bytes, "outputs": m.output_size_in_bytes,
              "aliased": m.alias_size_in_bytes, "temporaries": m.temp_size_in_bytes}
@@ -104,6 +107,7 @@ def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -
     from jaxhw.experiment import device_name
     from jaxhw.models.bert import BertClassifier
     from jaxhw.train import Trainer
+    from jaxhw.train.loop import balanced_block
     from jaxhw.train.precision import compute_dtype
     from jaxhw.train.xla_options import analysis_options
 
@@ -123,6 +127,7 @@ def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -
     return {"args": argv, "target": target, "model": cfg.model, "dtype": dtype.name,
             "max_len": cfg.max_len, "batch_size": cfg.batch_size,
             "accumulate": cfg.accumulate, "steps_per_call": trainer.block,
+            "block_length": balanced_block(n // cfg.batch_size, trainer.block),
             "train_reviews_on_device": n, "device": device_name(),
             **{f"{k}_bytes": v for k, v in stats.items()}, "peak_gib": stats["peak"] / 2 ** 30}
 
