@@ -142,7 +142,7 @@ def render(name: str, data_dir: str, runs: Path) -> Path:
     note = nbformat.v4.new_markdown_cell(
         f"*The outputs below come from running this notebook with its default parameters "
         f"on the real datasets, on a CPU ({host.cpu_name()}), at commit {commit}, on "
-        f"{time.strftime('%Y-%m-%d', time.gmtime(started))} ({minutes:.0f} minutes).{before} "
+        f"{time.strftime('%Y-%m-%d', time.gmtime(started))} ({minutes:.0f} min).{before} "
         f"On a GPU runtime the notebook trains its GPU recipe where it has one.*")
     note.metadata["tags"] = [NOTE_TAG]
     nb.cells.insert(1, note)
