@@ -50,6 +50,9 @@ def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
         from jaxhw import ops
         from jaxhw.models import get_model
         layers = ops.layers(conv)
+        if args.pop("downsample", "stride") != "stride":  # a record of an earlier BetterNet
+            raise ValueError("this run's BetterNet has compute-then-pool stages, which this "
+                             "jaxhw does not build; docs/history.md names the commit that does")
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         if act is not None:
             args["act"] = {"relu": nn.relu, "gelu": nn.gelu}[act]

@@ -206,11 +206,8 @@ class BetterNet(nn.Module):
 
     * ``whiten``: the stem is a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters
       and a bias, its kernel set from the training data by :func:`whitening_kernel` and
-      kept frozen by the optimizer (32x32 -> 31x31), then ``act``; with
-      ``downsample="stride"`` a 2x2 max pool follows (15x15), as after the 3x3 stem;
-    * ``downsample="pool"``: every stage (the Inception module and stage 0's blocks, then
-      each later stage's blocks) computes at its resolution with stride 1 and ends in a
-      2x2 max pool (31 -> 15 -> 7 -> 3 with ``whiten``), instead of stride-2 blocks;
+      kept frozen by the optimizer (32x32 -> 31x31), then ``act`` and a 2x2 max pool
+      (15x15), where the 3x3 stem's pool leaves 16x16;
     * ``head_pool="max"``, ``head_scale``, ``head_bias``: global max pooling, and the
       logits multiplied by a constant (airbench: 1/9) from a dense layer without bias.
 
@@ -229,7 +226,6 @@ class BetterNet(nn.Module):
     max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
     whiten: bool = False
-    downsample: str = "stride"   # "stride" | "pool"
     head_pool: str = "avg"       # "avg" | "max"
     head_scale: float = 1.0
     head_bias: bool = True
@@ -238,9 +234,8 @@ class BetterNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
-        if self.downsample not in ("stride", "pool") or self.head_pool not in ("avg", "max"):
-            raise ValueError(f"downsample must be 'stride' or 'pool' and head_pool 'avg' or "
-                             f"'max', got {self.downsample!r} and {self.head_pool!r}")
+        if self.head_pool not in ("avg", "max"):
+            raise ValueError(f"head_pool must be 'avg' or 'max', got {self.head_pool!r}")
         conv = functools.partial(self.conv, dtype=self.dtype)
         ops = dict(conv=conv, norm=functools.partial(self.norm, dtype=self.dtype), act=self.act)
         pool = lambda v: self.max_pool(v, (2, 2), strides=(2, 2))  # noqa: E731
@@ -248,8 +243,7 @@ class BetterNet(nn.Module):
             c = WHITEN_WIDTH
             x = self.act(conv(c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
                               name="whiten")(x))                        # [B, 31, 31, 24]
-            if self.downsample == "stride":  # as after the 3x3 stem: work at 15x15
-                x = pool(x)                                             # [B, 15, 15, 24]
+            x = pool(x)                                                 # [B, 15, 15, 24]
         else:
             c = self.stem
             x = ConvBN(self.stem, 3, **ops)(x, train)                   # [B, 32, 32, stem]
@@ -261,11 +255,9 @@ class BetterNet(nn.Module):
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
-                by_stride = self.downsample == "stride" and stage > 0 and block == 0
-                x = ResidualBlock(c, width, 2 if by_stride else 1, **ops)(x, train)
+                stride = 2 if stage > 0 and block == 0 else 1
+                x = ResidualBlock(c, width, stride, **ops)(x, train)
                 c = width
-            if self.downsample == "pool":
-                x = pool(x)
         reduce = jnp.mean if self.head_pool == "avg" else jnp.max
         x = reduce(x.astype(jnp.float32), axis=(1, 2))                 # [B, widths[-1]]
         logits = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=self.dtype)(x)

@@ -152,7 +152,7 @@ def test_whitening_conv_makes_the_patch_covariance_the_identity():
 
 @pytest.mark.slow
 def test_speedrun_betternet_shapes_and_head():
-    model = BetterNet(widths=(16, 32, 32), blocks=(0, 1, 1), whiten=True, downsample="pool",
+    model = BetterNet(widths=(16, 32, 32), blocks=(0, 2, 1), whiten=True,
                       head_pool="max", head_scale=1 / 9, head_bias=False, act=jax.nn.gelu,
                       norm=functools.partial(nn.BatchNorm, momentum=0.6, epsilon=1e-12,
                                              use_scale=False))
@@ -166,11 +166,13 @@ def test_speedrun_betternet_shapes_and_head():
     _, inter = model.apply(variables, x, capture_intermediates=True, mutable=["intermediates"])
     shapes = {k: v["__call__"][0].shape for k, v in inter["intermediates"].items()
               if k.startswith(("whiten", "Inception", "ResidualBlock"))}
-    assert shapes == {"whiten": (2, 31, 31, 24), "Inception_0": (2, 31, 31, 16),
-                      "ResidualBlock_0": (2, 15, 15, 32), "ResidualBlock_1": (2, 7, 7, 32)}
-    # the head: (max over the 3x3 map) @ kernel / 9
-    logits = model.apply(variables, x)
-    assert logits.shape == (2, 10)
+    assert shapes == {"whiten": (2, 31, 31, 24), "Inception_0": (2, 15, 15, 16),
+                      "ResidualBlock_0": (2, 8, 8, 32), "ResidualBlock_1": (2, 8, 8, 32),
+                      "ResidualBlock_2": (2, 4, 4, 32)}
+    # the head: (max over the 4x4 map) @ kernel / 9
+    features = inter["intermediates"]["ResidualBlock_2"]["__call__"][0].max(axis=(1, 2))
+    np.testing.assert_allclose(model.apply(variables, x),
+                               features @ params["Dense_0"]["kernel"] / 9, rtol=1e-5, atol=1e-6)
 
 
 def test_batch_norm_settings_reach_every_block():
@@ -190,5 +192,13 @@ def test_batch_norm_settings_reach_every_block():
 
 
 def test_betternet_refuses_unknown_options():
-    with pytest.raises(ValueError, match="downsample"):
-        init(BetterNet(downsample="avg"), jnp.ones((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="head_pool"):
+        init(BetterNet(head_pool="min"), jnp.ones((1, 32, 32, 3)))
+
+
+def test_a_record_of_compute_then_pool_stages_is_one_clear_error():
+    from jaxhw.inference import build_model
+    with pytest.raises(ValueError, match="compute-then-pool.*docs/history.md"):
+        build_model("betternet", {"whiten": True, "downsample": "pool"})
+    # the stride layout's records (every cpu run) still build
+    assert build_model("betternet", {"downsample": "stride"}).widths == (64, 128, 256)

@@ -23,11 +23,11 @@ CASES = {
     "inception_cnn": ("inception_cnn", {"conv": "lax"}, [(2, 32, 32, 3)]),
     "betternet_cpu_preset": ("betternet", dict(
         conv="lax", stem=32, widths=[64, 96, 192], blocks=[0, 1, 1], bn=[0.9, 1e-5, True],
-        act="relu", whiten=True, downsample="stride", head_pool="avg", head_scale=1.0,
+        act="relu", whiten=True, head_pool="avg", head_scale=1.0,
         head_bias=True), [(2, 32, 32, 3)]),
     "betternet_gpu_preset": ("betternet", dict(
-        conv="lax", stem=32, widths=[64, 256, 256], blocks=[0, 1, 1], bn=[0.6, 1e-12, False],
-        act="gelu", whiten=True, downsample="pool", head_pool="max", head_scale=1 / 9,
+        conv="lax", stem=32, widths=[64, 256, 256], blocks=[0, 2, 1], bn=[0.6, 1e-12, False],
+        act="gelu", whiten=True, head_pool="max", head_scale=1 / 9,
         head_bias=False), [(2, 32, 32, 3)]),
     "betternet_3x3_stem": ("betternet", dict(conv="lax", widths=[32, 64, 64],
                                              blocks=[1, 2, 1]), [(2, 32, 32, 3)]),
