@@ -2,9 +2,10 @@
 
 Parameters, optimizer state and the on-device dataset are replicated; each batch is split
 along its first axis. ``jax.jit`` then partitions the step and inserts the gradient
-all-reduce itself, so one device, several local devices and several hosts (after
-``jax.distributed.initialize()``, where ``jax.devices()`` lists every host's devices) run
-the same code.
+all-reduce itself (with a 16-bit compute dtype on several devices the step sums float32
+gradients under ``shard_map`` instead: ``jaxhw.train.steps.per_device_gradients``). One
+device, several local devices and several hosts (after ``jax.distributed.initialize()``,
+where ``jax.devices()`` lists every host's devices) run the same code.
 """
 
 from __future__ import annotations

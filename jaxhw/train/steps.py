@@ -7,18 +7,20 @@ by index, so no batch ever crosses from host to device.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
 from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_view, pad_images, tta_views
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import all_finite, keep_if
-from jaxhw.train.parallel import batch_sharded, replicated
+from jaxhw.config import ConfigError
+from jaxhw.train.parallel import DATA_AXIS, batch_sharded, replicated
 from jaxhw.train.state import TrainState
 
 # preprocess(key, x, train, step=None) -> model inputs: normalisation and (when train)
@@ -77,26 +79,81 @@ def _take(data: dict, idx: jax.Array, mesh: Mesh) -> dict:
     return jax.lax.with_sharding_constraint(batch, batch_sharded(mesh))
 
 
+def per_device_gradients(model: nn.Module, mesh: Mesh) -> bool:
+    """Whether the train step computes each device's gradient under ``shard_map`` and sums
+    them in float32 itself: on several devices with a 16-bit compute dtype. There, XLA's
+    partitioner would all-reduce the weight gradients' dots in their own 16-bit type
+    before the cast to the float32 parameters (NCCL sums float16 and bfloat16 in that
+    type); in float32 the partitioned step already sums float32."""
+    return mesh.size > 1 and jnp.dtype(getattr(model, "dtype", jnp.float32)).itemsize < 4
+
+
+def sync_batch_norm(model: nn.Module) -> nn.Module:
+    """``model`` with every batch norm averaging its statistics over the ``data`` mesh axis
+    (for steps under ``shard_map``), through the ``norm`` layer it is given; a model with
+    no ``norm`` field is returned as it is."""
+    if not hasattr(model, "norm"):
+        return model
+    return model.clone(norm=functools.partial(model.norm, axis_name=DATA_AXIS))
+
+
+def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh):
+    """``(params, variables, x, y, dropout_key, scaler) -> (loss, batch_stats, grads)``: the
+    mean loss of the batch ``x``, ``y`` and its gradient (of the scaled loss, with a
+    ``scaler``), as one partitioned program or, where :func:`per_device_gradients`, as
+    ``shard_map`` over the batch: each device differentiates its rows' loss sum divided by
+    the whole batch's weight, and the float32 gradients are summed with ``psum``. Each
+    device then draws its own dropout masks and batch norms average their statistics over
+    the devices (:func:`sync_batch_norm`)."""
+
+    def local(params, variables, x, y, dropout_key, scaler, weight=lambda w: w):
+        def loss_of(params):
+            logits, batch_stats = _apply(model, {**variables, "params": params}, x, True,
+                                         dropout_key)
+            total, count = loss_fn(logits, y, jnp.ones(y.shape[0], jnp.float32))
+            loss = total / weight(count)
+            return (loss if scaler is None else scaler.scale_loss(loss)), (loss, batch_stats)
+
+        (_, (loss, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
+        return loss, batch_stats, grads
+
+    if not per_device_gradients(model, mesh):
+        return local
+    model = sync_batch_norm(model)
+
+    def per_device(params, variables, x, y, dropout_key, scaler):
+        if variables.get("batch_stats") and not hasattr(model, "norm"):
+            raise ConfigError(f"{type(model).__name__} has batch norms but no `norm` field, so "
+                              f"they cannot average over devices; train it on one device or "
+                              f"in float32")
+        key = jax.random.fold_in(dropout_key, jax.lax.axis_index(DATA_AXIS))
+        loss, batch_stats, grads = local(params, variables, x, y, key, scaler,
+                                         lambda w: jax.lax.psum(w, DATA_AXIS))
+        grads = jax.tree.map(lambda g: jax.lax.psum(g.astype(jnp.float32), DATA_AXIS), grads)
+        return jax.lax.psum(loss, DATA_AXIS), batch_stats, grads
+
+    # check_vma=False: gradients stay per device until the psum above (with JAX's
+    # replication typing, it would sum each weight's gradient where the weight meets the
+    # rows, in the compute dtype).
+    rows = P(DATA_AXIS)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), rows, rows, P(), P()),
+                         out_specs=(P(), P(), P()), check_vma=False)
+
+
 def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, mesh: Mesh,
              preprocess: Preprocess, lookahead: Lookahead | None = None):
     """The pure optimizer step ``(state, data, idx [B]) -> (state, loss)`` on the examples
     ``idx`` of ``data``, followed by ``lookahead``'s weight averaging when given."""
+    gradients = _gradients(model, loss_fn, mesh)
 
     def step(state: TrainState, data: dict, idx: jax.Array):
         batch = _take(data, idx, mesh)
         aug_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         x = preprocess(aug_key, batch["x"], True, step=state.step)
-        mask = jnp.ones(idx.shape[0], jnp.float32)
         scaler = state.loss_scale  # float16: the loss is scaled, the gradients unscaled
-
-        def loss_of(params):
-            variables = {**state.variables(), "params": params}
-            logits, batch_stats = _apply(model, variables, x, True, dropout_key)
-            total, count = loss_fn(logits, batch["y"], mask)
-            loss = total / count
-            return (loss if scaler is None else scaler.scale_loss(loss)), (loss, batch_stats)
-
-        (_, (loss, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+        variables = {k: v for k, v in state.variables().items() if k != "params"}
+        loss, batch_stats, grads = gradients(state.params, variables, x, batch["y"],
+                                             dropout_key, scaler)
         if scaler is not None:
             grads = scaler.unscale(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
