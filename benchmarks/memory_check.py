@@ -81,11 +81,12 @@ def train_memory(trainer, state, data: dict, batch_size: int) -> dict[str, int]:
     anything."""
     from jaxhw.train import replicate
     from jaxhw.train.loop import balanced_block
-    count = len(data["y"]) // batch_size
+    rows = batch_size * trainer.accumulate  # per optimizer step
+    count = len(data["y"]) // rows
     if trainer.block is None:
         trainer.block = trainer.choose_block([count])
     length = balanced_block(count, trainer.block)  # the block length the run compiles
-    batches = np.zeros((length, batch_size), np.int32)
+    batches = np.zeros((length, rows), np.int32)
     compiled = trainer.block_fn(length).lower(
         state, data, replicate(batches, trainer.mesh), np.int32(0), np.int32(length)).compile()
     m = compiled.memory_analysis()
@@ -116,7 +117,8 @@ def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -
     bert = bert_config(cfg.model)
     model = BertClassifier(bert, cfg.head, cfg.head_hidden, cfg.head_dropout, dtype=dtype)
     n = cfg.train_limit or train_reviews
-    trainer = Trainer(model, bert_imdb.optimizer(cfg, cfg.epochs * (n // cfg.batch_size)),
+    steps = cfg.epochs * bert_imdb.optimizer_steps(cfg, n)
+    trainer = Trainer(model, bert_imdb.make_optimizer(cfg, steps), accumulate=cfg.accumulate,
                       steps_per_call=cfg.steps_per_call, loss_scaling=dtype == np.float16,
                       compiler_options=analysis_options())  # compiled, never run
     ids = np.ones((n, cfg.max_len), np.int32)
@@ -127,7 +129,8 @@ def measure(argv: list[str], train_reviews: int = 15000, target: str = "here") -
     return {"args": argv, "target": target, "model": cfg.model, "dtype": dtype.name,
             "max_len": cfg.max_len, "batch_size": cfg.batch_size,
             "accumulate": cfg.accumulate, "steps_per_call": trainer.block,
-            "block_length": balanced_block(n // cfg.batch_size, trainer.block),
+            "block_length": balanced_block(n // (cfg.batch_size * cfg.accumulate),
+                                           trainer.block),
             "train_reviews_on_device": n, "device": device_name(),
             **{f"{k}_bytes": v for k, v in stats.items()}, "peak_gib": stats["peak"] / 2 ** 30}
 

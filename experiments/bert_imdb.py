@@ -56,9 +56,10 @@ class Config(RunConfig):
                                  "8 tokens); 1 pads everything", ge=1)
     epochs: int = flag(2, "passes over the training reviews", ge=1)
     batch_size: int = flag(32, "reviews per step (per micro-batch with --accumulate)", ge=1)
-    accumulate: int = flag(1, "micro-batches per optimizer step: the gradients of this many "
-                              "batches are averaged before each AdamW step, an effective "
-                              "batch of accumulate x --batch-size in the memory of one",
+    accumulate: int = flag(1, "micro-batches per optimizer step: the float32 gradients of "
+                              "this many batches are summed in one step (a scan) before "
+                              "one AdamW update, a batch of accumulate x --batch-size in "
+                              "the memory of one",
                            ge=1, le=64)
     lr: float = flag(5e-5, "peak AdamW learning rate", gt=0)
     warmup: float = flag(0.1, "fraction of the steps spent warming up", ge=0, le=1)
@@ -132,19 +133,9 @@ def make_optimizer(cfg: Config, total_steps: int) -> optax.GradientTransformatio
     return optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=mask)
 
 
-def optimizer_steps(cfg: Config, micro_steps: int) -> int:
-    """AdamW's steps in ``micro_steps`` batches: one per ``--accumulate`` of them."""
-    return max(micro_steps // cfg.accumulate, 1)
-
-
-def optimizer(cfg: Config, micro_steps: int) -> optax.GradientTransformation:
-    """AdamW over ``micro_steps`` batches: with ``--accumulate N`` it steps once per N
-    batches (optax.MultiSteps averages their gradients), so its schedule counts
-    ``micro_steps // N`` steps."""
-    tx = make_optimizer(cfg, optimizer_steps(cfg, micro_steps))
-    if cfg.accumulate == 1:
-        return tx
-    return optax.MultiSteps(tx, every_k_schedule=cfg.accumulate).gradient_transformation()
+def optimizer_steps(cfg: Config, reviews: int) -> int:
+    """AdamW's steps in an epoch of ``reviews`` (one per --accumulate x --batch-size)."""
+    return max(reviews // (cfg.batch_size * cfg.accumulate), 1)
 
 
 def boundaries_of(cfg: Config) -> list[int]:
@@ -180,11 +171,12 @@ def run(cfg: Config) -> dict:
         raise ConfigError(f"--max-len {cfg.max_len} exceeds the model's "
                           f"{bert_config.max_position_embeddings} positions")
     boundaries = boundaries_of(cfg)
-    total_steps = cfg.epochs * (len(data["train"][1]) // cfg.batch_size)
+    total_steps = cfg.epochs * optimizer_steps(cfg, len(data["train"][1]))
     model = BertClassifier(bert_config, cfg.head, cfg.head_hidden, cfg.head_dropout,
                            dtype=dtype)
-    trainer = engine_trainer(cfg, model, optimizer(cfg, total_steps))
-    lr = make_schedule(cfg, optimizer_steps(cfg, total_steps))
+    lr = make_schedule(cfg, total_steps)
+    trainer = engine_trainer(cfg, model, make_optimizer(cfg, total_steps),
+                             accumulate=cfg.accumulate)
 
     def device_buckets(split: str) -> list[dict]:
         texts, labels = data[split]
@@ -197,7 +189,8 @@ def run(cfg: Config) -> dict:
           f"{len(data['val'][1]):,} validation / {len(data['test'][1]):,} test reviews "
           f"({cfg.protocol}); buckets {boundaries} hold {[len(b['y']) for b in train]} "
           f"training reviews")
-    trained_per_epoch = sum(len(b["y"]) // cfg.batch_size * cfg.batch_size for b in train)
+    rows = cfg.batch_size * cfg.accumulate  # per optimizer step
+    trained_per_epoch = sum(len(b["y"]) // rows * rows for b in train)
     example = (np.zeros((1, 8), np.int32), np.ones((1, 8), np.int32))
 
     def init_state(seed: int) -> TrainState:
@@ -216,7 +209,7 @@ def run(cfg: Config) -> dict:
     plan = Plan(trainer, train, val, init_state, cfg.epochs, cfg.batch_size, final=test,
                 class_names=SPEC.class_names, hooks=[ReportPrinter(SPEC.class_names)], eval_batch_size=64,
                 finish=throughput, extra={"train_reviews_per_epoch": trained_per_epoch},
-                learning_rate=lambda step: lr(step // cfg.accumulate),  # step: micro-batches
+                learning_rate=lr,
                 eval_split="validation", predictor=predictor(cfg))
     return train_and_evaluate(name, cfg, plan)
 

@@ -137,6 +137,10 @@ class Trainer:
       bucket_run: with buckets, how many batches of one bucket are taken in a row
         (:func:`plan_calls`); 0 = the block's length.
       loss_scaling: dynamic loss scaling (float16 training; the scale lives in the state).
+      accumulate: micro-batches per optimizer step: a step takes ``accumulate`` batches of
+        ``batch_size`` rows, differentiates them one after the other in a ``lax.scan``
+        (the memory of one) and sums their float32 gradients before one update; its loss
+        is the whole step's. Buckets need ``accumulate x batch_size`` rows per step.
       on_nan: ``"stop"`` raises :class:`~jaxhw.train.divergence.Diverged` at the first host
         read that sees a non-finite train loss (or at a non-finite evaluation loss), before
         that epoch is checkpointed; with loss scaling, steps the scaler skips by design
@@ -165,13 +169,16 @@ class Trainer:
     bucket_run: int = 0
     loss_scaling: bool = False
     on_nan: str = "stop"
+    accumulate: int = 1
 
     def __post_init__(self):
         self.mesh = self.mesh or parallel.make_mesh()
-        if self.log_every < 1 or self.steps_per_call < 0 or self.bucket_run < 0:
-            raise ConfigError(f"log_every ({self.log_every}) must be positive and "
-                              f"steps_per_call ({self.steps_per_call}) and bucket_run "
-                              f"({self.bucket_run}) not negative")
+        if (self.log_every < 1 or self.accumulate < 1 or self.steps_per_call < 0
+                or self.bucket_run < 0):
+            raise ConfigError(f"log_every ({self.log_every}) and accumulate "
+                              f"({self.accumulate}) must be positive and steps_per_call "
+                              f"({self.steps_per_call}) and bucket_run ({self.bucket_run}) "
+                              f"not negative")
         if self.on_nan not in ON_NAN:
             raise ConfigError(f"on_nan must be one of {', '.join(ON_NAN)}, got {self.on_nan!r}")
         self.block = self.steps_per_call or None  # None: chosen at the first train_epoch
@@ -237,7 +244,7 @@ class Trainer:
         if steps not in self._blocks:
             self._blocks[steps] = make_train_steps(
                 self.model, self.tx, self.loss_fn, self.mesh, self.preprocess,
-                self.compiler_options, steps, self.lookahead)
+                self.compiler_options, steps, self.lookahead, self.accumulate)
         return self._blocks[steps]
 
     # ------------------------------------------------------------------ setup
@@ -269,12 +276,14 @@ class Trainer:
         share one block length, the last call's unused slots masked."""
         parallel.check_batch_size(batch_size, self.mesh)
         buckets = _buckets(data)
+        rows = batch_size * self.accumulate  # per optimizer step
         # One bucket shuffles with the epoch key itself; buckets get one key each + the mix.
         keys = jax.random.split(shuffle_key, len(buckets) + 1) if len(buckets) > 1 else [shuffle_key]
-        used = [b for b, d in enumerate(buckets) if len(d["y"]) >= batch_size]
+        used = [b for b, d in enumerate(buckets) if len(d["y"]) >= rows]
         if not used:
-            raise ConfigError(f"batch size {batch_size} exceeds every bucket of training data")
-        batches = {b: np.asarray(epoch_batches(keys[b], len(buckets[b]["y"]), batch_size))
+            raise ConfigError(f"a step's {rows} rows (batch size {batch_size} x accumulate "
+                              f"{self.accumulate}) exceed every bucket of training data")
+        batches = {b: np.asarray(epoch_batches(keys[b], len(buckets[b]["y"]), rows))
                    for b in used}
         counts = [len(batches[b]) for b in used]
         if self.block is None:

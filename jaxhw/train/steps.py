@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_view, pad_images, tta_views
 from jaxhw.train.lookahead import Lookahead
@@ -97,54 +97,107 @@ def sync_batch_norm(model: nn.Module) -> nn.Module:
     return model.clone(norm=functools.partial(model.norm, axis_name=DATA_AXIS))
 
 
-def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh):
+def _micro_batches(tree: Any, n: int, constrain: Callable[[Any], Any]) -> Any:
+    """``[n * B, ...]`` rows as ``n`` micro-batches ``[n, B, ...]`` (micro-batch ``k``: rows
+    ``k, n + k, 2n + k, ...``, so each keeps the rows' split over the devices)."""
+    def split(a):
+        a = a.reshape(a.shape[0] // n, n, *a.shape[1:])
+        return jnp.swapaxes(a, 0, 1)
+    return constrain(jax.tree.map(split, tree))
+
+
+def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh, accumulate: int = 1):
     """``(params, variables, x, y, dropout_key, scaler) -> (loss, batch_stats, grads)``: the
     mean loss of the batch ``x``, ``y`` and its gradient (of the scaled loss, with a
-    ``scaler``), as one partitioned program or, where :func:`per_device_gradients`, as
-    ``shard_map`` over the batch: each device differentiates its rows' loss sum divided by
-    the whole batch's weight, and the float32 gradients are summed with ``psum``. Each
-    device then draws its own dropout masks and batch norms average their statistics over
-    the devices (:func:`sync_batch_norm`)."""
+    ``scaler``; float32 like the parameters).
 
-    def local(params, variables, x, y, dropout_key, scaler, weight=lambda w: w):
+    With ``accumulate`` > 1 the batch is cut into that many micro-batches, differentiated
+    one after the other in a ``lax.scan`` (the memory of one micro-batch) and their float32
+    gradients summed, each weighted by its share of the batch's loss weight: one optimizer
+    update then follows, as for the whole batch at once.
+
+    The batch is one partitioned program or, where :func:`per_device_gradients`,
+    ``shard_map`` over the rows: each device differentiates its own rows, and the float32
+    gradients are summed with ``psum``. Each device then draws its own dropout masks and
+    batch norms average their statistics over the devices (:func:`sync_batch_norm`)."""
+    per_device = per_device_gradients(model, mesh)
+    if per_device:
+        model = sync_batch_norm(model)
+
+    def micro(params, variables, x, y, key, scaler):
+        """One micro-batch: its loss sum and weight, batch stats and the mean's gradient."""
         def loss_of(params):
-            logits, batch_stats = _apply(model, {**variables, "params": params}, x, True,
-                                         dropout_key)
+            logits, batch_stats = _apply(model, {**variables, "params": params}, x, True, key)
             total, count = loss_fn(logits, y, jnp.ones(y.shape[0], jnp.float32))
-            loss = total / weight(count)
-            return (loss if scaler is None else scaler.scale_loss(loss)), (loss, batch_stats)
+            loss = total / count
+            return (loss if scaler is None else scaler.scale_loss(loss)), (total, count,
+                                                                           batch_stats)
 
-        (_, (loss, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(params)
-        return loss, batch_stats, grads
+        (_, (total, count, batch_stats)), grads = jax.value_and_grad(
+            loss_of, has_aux=True)(params)
+        return total, count, batch_stats, grads
 
-    if not per_device_gradients(model, mesh):
-        return local
-    model = sync_batch_norm(model)
+    def summed(params, variables, x, y, key, scaler, constrain):
+        """The micro-batches' loss sum, weight, batch stats and weight-times-gradient."""
+        f32 = lambda g: g.astype(jnp.float32)  # noqa: E731
 
-    def per_device(params, variables, x, y, dropout_key, scaler):
+        def add(carry, inputs):
+            total, count, batch_stats, grads = carry
+            k, xk, yk = inputs
+            t, c, batch_stats, g = micro(params, {**variables, "batch_stats": batch_stats},
+                                         xk, yk, jax.random.fold_in(key, k), scaler)
+            grads = jax.tree.map(lambda a, b: a + c * f32(b), grads, g)
+            return (total + t, count + c, batch_stats, grads), None
+
+        zero = jnp.zeros((), jnp.float32)
+        start = (zero, zero, variables.get("batch_stats", {}),
+                 jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.float32), params))
+        inputs = (jnp.arange(accumulate), _micro_batches(x, accumulate, constrain),
+                  _micro_batches(y, accumulate, constrain))
+        return jax.lax.scan(add, start, inputs)[0]
+
+    def whole(params, variables, x, y, key, scaler):
+        if accumulate == 1:
+            total, count, batch_stats, grads = micro(params, variables, x, y, key, scaler)
+            return total / count, batch_stats, grads
+        rows = NamedSharding(mesh, P(None, DATA_AXIS))
+        total, count, batch_stats, grads = summed(
+            params, variables, x, y, key, scaler,
+            lambda t: jax.lax.with_sharding_constraint(t, rows))
+        return total / count, batch_stats, jax.tree.map(lambda g: g / count, grads)
+
+    if not per_device:
+        return whole
+
+    def per_device_fn(params, variables, x, y, dropout_key, scaler):
         if variables.get("batch_stats") and not hasattr(model, "norm"):
             raise ConfigError(f"{type(model).__name__} has batch norms but no `norm` field, so "
                               f"they cannot average over devices; train it on one device or "
                               f"in float32")
         key = jax.random.fold_in(dropout_key, jax.lax.axis_index(DATA_AXIS))
-        loss, batch_stats, grads = local(params, variables, x, y, key, scaler,
-                                         lambda w: jax.lax.psum(w, DATA_AXIS))
-        grads = jax.tree.map(lambda g: jax.lax.psum(g.astype(jnp.float32), DATA_AXIS), grads)
-        return jax.lax.psum(loss, DATA_AXIS), batch_stats, grads
+        if accumulate == 1:
+            total, count, batch_stats, grads = micro(params, variables, x, y, key, scaler)
+            grads = jax.tree.map(lambda g: count * g.astype(jnp.float32), grads)
+        else:
+            total, count, batch_stats, grads = summed(params, variables, x, y, key, scaler,
+                                                      lambda t: t)
+        total, count, grads = jax.lax.psum((total, count, grads), DATA_AXIS)
+        return total / count, batch_stats, jax.tree.map(lambda g: g / count, grads)
 
     # check_vma=False: gradients stay per device until the psum above (with JAX's
     # replication typing, it would sum each weight's gradient where the weight meets the
     # rows, in the compute dtype).
     rows = P(DATA_AXIS)
-    return jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(), rows, rows, P(), P()),
+    return jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(), P(), rows, rows, P(), P()),
                          out_specs=(P(), P(), P()), check_vma=False)
 
 
 def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn, mesh: Mesh,
-             preprocess: Preprocess, lookahead: Lookahead | None = None):
+             preprocess: Preprocess, lookahead: Lookahead | None = None, accumulate: int = 1):
     """The pure optimizer step ``(state, data, idx [B]) -> (state, loss)`` on the examples
-    ``idx`` of ``data``, followed by ``lookahead``'s weight averaging when given."""
-    gradients = _gradients(model, loss_fn, mesh)
+    ``idx`` of ``data`` (``accumulate`` micro-batches of them, see :func:`_gradients`),
+    followed by ``lookahead``'s weight averaging when given."""
+    gradients = _gradients(model, loss_fn, mesh, accumulate)
 
     def step(state: TrainState, data: dict, idx: jax.Array):
         batch = _take(data, idx, mesh)
@@ -175,11 +228,12 @@ def _step_fn(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
                     mesh: Mesh, preprocess: Preprocess = identity_preprocess,
                     compiler_options: dict[str, str] | None = None,
-                    lookahead: Lookahead | None = None):
+                    lookahead: Lookahead | None = None, accumulate: int = 1):
     """``step(state, data, batches, i) -> (state, loss)``: one optimizer step on batch
-    ``batches[i]`` (indices into ``data``). The old state's buffers are donated.
+    ``batches[i]`` (indices into ``data``; ``accumulate`` micro-batches of its rows, see
+    :func:`_gradients`). The old state's buffers are donated.
     ``compiler_options`` go to ``jax.jit`` (e.g. ``jaxhw.train.xla_options.cpu_conv_options``)."""
-    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead, accumulate)
 
     def step(state: TrainState, data: dict, batches: jax.Array, i: jax.Array):
         return body(state, data, batches[i])
@@ -190,7 +244,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, loss_fn:
 def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn: LossFn,
                      mesh: Mesh, preprocess: Preprocess = identity_preprocess,
                      compiler_options: dict[str, str] | None = None, block: int = 1,
-                     lookahead: Lookahead | None = None):
+                     lookahead: Lookahead | None = None, accumulate: int = 1):
     """``steps(state, data, batches, start, valid) -> (state, losses [block])``: the
     optimizer steps on batches ``batches[start]``, ..., ``batches[start + valid - 1]`` in
     one device call, as a plain ``lax.scan`` of ``block`` slots; the slots from ``valid``
@@ -205,7 +259,7 @@ def make_train_steps(model: nn.Module, tx: optax.GradientTransformation, loss_fn
     state's buffers are donated."""
     if block < 1:
         raise ValueError(f"block must be at least 1, got {block}")
-    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead)
+    body = _step_fn(model, tx, loss_fn, mesh, preprocess, lookahead, accumulate)
 
     def steps(state: TrainState, data: dict, batches: jax.Array, start: jax.Array,
               valid: jax.Array):
