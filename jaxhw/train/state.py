@@ -36,14 +36,20 @@ class TrainState:
 
 def create_train_state(model: nn.Module, tx: optax.GradientTransformation, rng: jax.Array,
                        *example_inputs: Any) -> TrainState:
-    """Initialise ``model`` on ``example_inputs`` (a batch of one is enough)."""
-    init_key, param_key, dropout_key = jax.random.split(rng, 3)
-    variables = model.init({"params": param_key, "dropout": dropout_key},
-                           *example_inputs, train=False)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
-                      opt_state=tx.init(params), rng=init_key, slow={})
+    """Initialise ``model`` on ``example_inputs`` (a batch of one is enough), as one compiled
+    program: eager initialisation would dispatch every initialiser op by op."""
+
+    @jax.jit
+    def create(rng: jax.Array, *inputs: Any) -> TrainState:
+        init_key, param_key, dropout_key = jax.random.split(rng, 3)
+        variables = model.init({"params": param_key, "dropout": dropout_key}, *inputs,
+                               train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables.get("batch_stats", {}),
+                          opt_state=tx.init(params), rng=init_key, slow={})
+
+    return create(rng, *example_inputs)
 
 
 def count_params(params: Any) -> int:
