@@ -26,7 +26,7 @@ CASES = {
         act="relu", whiten=True, head_pool="avg", head_scale=1.0,
         head_bias=True), [(2, 32, 32, 3)]),
     "betternet_gpu_preset": ("betternet", dict(
-        conv="lax", stem=32, widths=[64, 256, 256], blocks=[0, 2, 1], bn=[0.6, 1e-12, False],
+        conv="lax", stem=32, widths=[96, 256, 256], blocks=[1, 1, 1], bn=[0.6, 1e-12, False],
         act="gelu", whiten=True, head_pool="max", head_scale=1 / 9,
         head_bias=False), [(2, 32, 32, 3)]),
     "betternet_3x3_stem": ("betternet", dict(conv="lax", widths=[32, 64, 64],
