@@ -282,9 +282,12 @@ def eval_logits(model: nn.Module, variables: dict, x: Any, tta: int = 0) -> jax.
     weighted mean over the test-time views, as float32)."""
     if tta == 3:
         return _grid_logits(model, variables, x)
-    if tta:
-        return sum(weight * _apply(model, variables, view, False)[0].astype(jnp.float32)
-                   for weight, view in tta_views(x, tta))
+    if tta:  # every view in one forward pass of [views * B, ...]
+        views = tta_views(x, tta)
+        logits = _apply(model, variables, jnp.concatenate([v for _, v in views]), False)[0]
+        logits = logits.astype(jnp.float32).reshape(len(views), x.shape[0], -1)
+        weights = jnp.asarray([w for w, _ in views], jnp.float32)
+        return jnp.einsum("v,vbc->bc", weights, logits)
     return _apply(model, variables, x, False)[0]
 
 

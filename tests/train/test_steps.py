@@ -171,3 +171,20 @@ def test_evaluation_reads_the_device_once_per_split(monkeypatch):
     assert len(result.predictions) == 70
     np.testing.assert_array_equal(result.predictions, np.asarray(jnp.argmax(logits, -1)))
     assert result.accuracy == float(np.mean(result.predictions == y))
+
+
+@pytest.mark.parametrize("level", [1, 2])
+def test_test_time_views_are_one_forward_pass_with_the_same_logits(level):
+    from jaxhw.data.pipeline import tta_views
+    from jaxhw.models import BetterNet
+    from jaxhw.train.steps import _apply, eval_logits
+    model = BetterNet(stem=8, widths=(16, 16), blocks=(0, 1))
+    x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+    variables = jax.jit(model.init)(jax.random.key(0), x)
+    views = jax.jit(lambda v, x: eval_logits(model, v, x, level))
+    apart = sum(w * _apply(model, variables, view, False)[0] for w, view in tta_views(x, level))
+    np.testing.assert_allclose(views(variables, x), apart, rtol=1e-5, atol=1e-6)
+    # the program holds the network's convolutions once, not once per view
+    plain = jax.jit(lambda v, x: eval_logits(model, v, x, 0))
+    count = lambda f: f.lower(variables, x).as_text().count("stablehlo.convolution")  # noqa: E731
+    assert count(views) == count(plain) > 0
