@@ -31,7 +31,7 @@ from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run
 from jaxhw.train.checkpoint import CheckpointError, saved_epochs
 from jaxhw.train.loop import epoch_line
 from jaxhw.train.divergence import (EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged,
-                                    rerun_advice)
+                                    diverged_run)
 from jaxhw.train.run_lock import RunLock, check_free
 from jaxhw.train.tensorboard import TensorBoard
 from jaxhw.train.compile_cache import CACHE_HELP, DEFAULT_DIR, enable_compile_cache
@@ -231,10 +231,10 @@ def check_not_diverged(folder: Path) -> None:
         results = read_json(results_file, "")
     except RunFileError:  # missing or damaged: --evaluate writes it again
         return
-    if isinstance(results, dict) and results.get("status") == "diverged":
-        d = results.get("diverged", {})
-        raise CheckpointError(f"the run in {folder} diverged (step {d.get('step')}, epoch "
-                              f"{d.get('epoch')}) and did not finish; {rerun_advice(d)}")
+    diverged = diverged_run(folder, results, "did not finish") if isinstance(
+        results, dict) else None
+    if diverged:
+        raise CheckpointError(diverged)
 
 
 
@@ -307,8 +307,8 @@ def train_and_evaluate(name: str, cfg: RunConfig, plan: Plan) -> dict:
 def _train_seeds(name: str, cfg: RunConfig, plan: Plan, folders: dict[int, Checkpoints]
                  ) -> dict:
     """Every seed of ``folders`` in turn and their summary; a seed that diverges is
-    reported and the others go on (the summary names it, then :class:`Diverged` ends the
-    run)."""
+    reported and the others go on (the summary names it, then :class:`SeedsDiverged`
+    ends the run)."""
     rows, diverged, compiled, results = [], [], 0.0, None
     for seed, folder in folders.items():
         print(f"--- seed {seed} ({len(rows) + len(diverged) + 1} of {len(folders)}) ---")

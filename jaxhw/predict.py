@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxhw.files import read_json
 from jaxhw.inference import Inference, build
-from jaxhw.train.divergence import rerun_advice
+from jaxhw.train.divergence import diverged_run
 from jaxhw.train.checkpoint import Checkpoints, CheckpointError
 
 
@@ -57,11 +57,9 @@ def _saved_run(folder: Path) -> tuple[str, dict, Checkpoints]:
     if not isinstance(results, dict):
         raise RunFolderError(f"{results_file} is not a run's results (a JSON object); pass "
                              f"the --checkpoint-dir of a run")
-    if results.get("status") == "diverged":
-        d = results.get("diverged", {})
-        raise RunFolderError(f"the run in {folder} diverged (step {d.get('step')}, epoch "
-                             f"{d.get('epoch')}) and has no final weights; "
-                             f"{rerun_advice(d)}")
+    diverged = diverged_run(folder, results, "has no final weights")
+    if diverged:
+        raise RunFolderError(diverged)
     if "seeds" in results and "history" not in results:
         seeds = [f"seed_{r['seed']}" for r in results["seeds"]]
         raise RunFolderError(f"{folder} holds {len(seeds)} seeds' runs; load one of them "

@@ -61,6 +61,17 @@ def rerun_advice(diverged: dict) -> str:
             f"--overwrite")
 
 
+def diverged_run(folder, results: dict, outcome: str) -> str | None:
+    """The line for a run folder whose ``results`` (its results.json) record a run that
+    diverged, saying ``outcome`` ("did not finish", ...) and what to do; None for any
+    other run."""
+    if results.get("status") != "diverged":
+        return None
+    d = results.get("diverged", {})
+    return (f"the run in {folder} diverged (step {d.get('step')}, epoch {d.get('epoch')}) "
+            f"and {outcome}; {rerun_advice(d)}")
+
+
 class SeedsDiverged(RuntimeError):
     """Some seeds of a ``--seeds`` run (or settings of a sweep) diverged; the others
     finished and their summary is written."""
