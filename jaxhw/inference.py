@@ -50,9 +50,8 @@ def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
         from jaxhw import ops
         from jaxhw.models import get_model
         layers = ops.layers(conv)
-        if args.pop("downsample", "stride") != "stride":  # a record of an earlier BetterNet
-            raise ValueError("this run's BetterNet has compute-then-pool stages, which this "
-                             "jaxhw does not build; docs/history.md names the commit that does")
+        if family == "betternet":
+            args = _betternet_args(**args)
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         if act is not None:
             args["act"] = {"relu": nn.relu, "gelu": nn.gelu}[act]
@@ -62,6 +61,21 @@ def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
         return get_model(family, conv=layers.conv_module, max_pool=layers.max_pool,
                          dtype=dtype, **args), None
     return make
+
+
+def _betternet_args(stem: int = 32, whiten: bool = False, head_pool: str = "avg",
+                    head_scale: float = 1.0, head_bias: bool | None = None,
+                    downsample: str = "stride", **args) -> dict:
+    """A BetterNet record's JSON arguments as the model's: its stem and head functions."""
+    from jaxhw.models.cnn import conv_stem, dense_head, whitening_stem
+    if downsample != "stride":  # a record of an earlier BetterNet
+        raise ValueError("this run's BetterNet has compute-then-pool stages, which this "
+                         "jaxhw does not build; docs/history.md names the commit that does")
+    if head_bias is not None and head_bias != (head_scale == 1.0):
+        raise ValueError(f"a BetterNet head has a bias exactly when its scale is 1, got "
+                         f"scale {head_scale} with bias {head_bias}")
+    return {**args, "stem": whitening_stem if whiten else conv_stem(stem),
+            "head": dense_head(head_pool, head_scale)}
 
 
 def _vit(dtype, **args):

@@ -7,8 +7,9 @@
 
 BetterNet's design (why each piece is there):
 
-* **Resolution drops early.** A 3x3 stem at 32x32 with few channels, then a 2x2 max pool:
-  everything after runs at 16x16 or less. On a CPU, XLA's convolution backward pass is
+* **Resolution drops early.** A stem (a 3x3 convolution at 32x32 with few channels, or
+  airbench's frozen 2x2 whitening convolution), then a 2x2 max pool: everything after
+  runs at 16x16 (15x15) or less. On a CPU, XLA's convolution backward pass is
   slowest at large spatial size x batch, so this is most of the CPU speed; on a GPU it
   simply saves FLOPs, and CIFAR's 32x32 objects survive it (airbench does the same).
 * **An Inception module at 16x16** mixes 1x1, 3x3, 5x5 and pooled views of the stem's
@@ -16,8 +17,9 @@ BetterNet's design (why each piece is there):
 * **Residual stages** (Problem 2's ``ResidualBlock``) at 16x16, 8x8 and 4x4 with widths
   ``widths``; the first block of each later stage halves the resolution with stride 2 and
   a projection shortcut. Residual connections make this depth train in few epochs.
-* **Global average pooling + one dense layer**, so the head has few parameters and the
-  network does not overfit its 4x4 map position by position.
+* **Global pooling + one dense layer** (average, or airbench's max with the logits / 9),
+  so the head has few parameters and the network does not overfit its 4x4 map position
+  by position.
 * Batch norm after every convolution (zero-initialised scale on each block's last BN
   would be a further trick; we keep the blocks exactly as specified).
 
@@ -25,7 +27,8 @@ Every module is given its layers the Flax way: ``conv`` (a partial of ``nn.Conv`
 jaxhw's CPU ``conv_general_dilated``, ``jaxhw.ops.layers``), ``norm`` (a partial of
 ``nn.BatchNorm``: PyTorch's momentum and epsilon by default, airbench's settings in the gpu
 preset), ``act`` (ReLU, as in the spec) and ``max_pool`` (``flax.linen.max_pool``'s
-signature). The CPU layers change speed only: values and gradients agree to float rounding.
+signature); BetterNet also takes its ``stem`` and ``head``, functions that build those
+layers in its scope. The CPU layers change speed only: values and gradients agree to float rounding.
 The networks also take ``dtype``, what their convolutions, dense layers and batch norms
 compute in (``jnp.bfloat16`` for mixed precision on a GPU); parameters and batch-norm
 statistics stay float32 whatever ``dtype`` is.
@@ -194,63 +197,81 @@ class InceptionCNN(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1))
 
 
+# BetterNet's stem: (x [B, 32, 32, 3], train, conv, norm, act, max_pool) -> [B, H, W, C]
+# features; its head: (features [B, H, W, C], num_classes, dtype) -> logits. Both create
+# their layers in BetterNet's own scope (the parameter paths ``ConvBN_0``, ``whiten``,
+# ``Dense_0``).
+Stem = Callable[..., jnp.ndarray]
+Head = Callable[..., jnp.ndarray]
+
+
+def conv_stem(features: int = 32) -> Stem:
+    """A 3x3 convolution + BN + ``act`` at 32x32, then a 2x2 max pool: ``[B, 16, 16,
+    features]``."""
+    def stem(x, train, conv, norm, act, max_pool):
+        x = ConvBN(features, 3, conv=conv, norm=norm, act=act)(x, train)
+        return max_pool(x, (2, 2), strides=(2, 2))
+    return stem
+
+
+def whitening_stem(x, train, conv, norm, act, max_pool):
+    """airbench's stem: a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters and a
+    bias, its kernel set from the training data by :func:`whitening_kernel` and frozen by
+    the optimizer (32x32 -> 31x31), then ``act`` and a 2x2 max pool: ``[B, 15, 15, 24]``."""
+    del train, norm
+    x = act(conv(WHITEN_WIDTH, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
+                 name="whiten")(x))
+    return max_pool(x, (2, 2), strides=(2, 2))
+
+
+def dense_head(pool: str = "avg", scale: float = 1.0) -> Head:
+    """Global ``pool`` ("avg" or "max") pooling and one dense layer; with ``scale`` != 1
+    (airbench: max pooling, 1/9) the dense layer has no bias and the logits are multiplied
+    by ``scale``."""
+    if pool not in ("avg", "max"):
+        raise ValueError(f"the head's pool must be 'avg' or 'max', got {pool!r}")
+    reduce = jnp.mean if pool == "avg" else jnp.max
+
+    def head(x, num_classes, dtype):
+        x = reduce(x.astype(jnp.float32), axis=(1, 2))                # [B, C]
+        logits = nn.Dense(num_classes, use_bias=scale == 1.0, dtype=dtype)(x)
+        return logits if scale == 1.0 else logits * scale
+    return head
+
+
 class BetterNet(nn.Module):
     """Problem 3 (see the module docstring for the design).
 
-    Default: stem 3x3(``stem``) + BN + ReLU at 32x32 -> 2x2 max pool ->
-    Inception to ``widths[0]`` -> stages of ``blocks[s]`` ResidualBlocks at width
-    ``widths[s]`` (the first block of every stage after the first halves the resolution
-    with stride 2) -> global average pool -> dense.
-
-    The speed-run options (the gpu preset, after airbench):
-
-    * ``whiten``: the stem is a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters
-      and a bias, its kernel set from the training data by :func:`whitening_kernel` and
-      kept frozen by the optimizer (32x32 -> 31x31), then ``act`` and a 2x2 max pool
-      (15x15), where the 3x3 stem's pool leaves 16x16;
-    * ``head_pool="max"``, ``head_scale``, ``head_bias``: global max pooling, and the
-      logits multiplied by a constant (airbench: 1/9) from a dense layer without bias.
-
-    ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
+    ``stem`` (:func:`conv_stem`: 3x3 conv + BN + ReLU at 32x32 and a 2x2 max pool, or
+    :func:`whitening_stem`) -> Inception to ``widths[0]`` -> stages of ``blocks[s]``
+    ResidualBlocks at width ``widths[s]`` (the first block of every stage after the first
+    halves the resolution with stride 2) -> ``head`` (:func:`dense_head`: global pooling
+    and a dense layer). ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
     """
 
     convolutional: ClassVar[bool] = True  # one step per device call on a CPU
 
     num_classes: int = 10
-    stem: int = 32
     widths: Sequence[int] = (64, 128, 256)
     blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
+    stem: Stem = conv_stem(32)
+    head: Head = dense_head()
     conv: ModuleDef = nn.Conv
     norm: ModuleDef = BatchNorm
     act: Activation = nn.relu
     max_pool: PoolFn = nn.max_pool
     dtype: Dtype = jnp.float32
-    whiten: bool = False
-    head_pool: str = "avg"       # "avg" | "max"
-    head_scale: float = 1.0
-    head_bias: bool = True
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
-        if self.head_pool not in ("avg", "max"):
-            raise ValueError(f"head_pool must be 'avg' or 'max', got {self.head_pool!r}")
         conv = functools.partial(self.conv, dtype=self.dtype)
         ops = dict(conv=conv, norm=functools.partial(self.norm, dtype=self.dtype), act=self.act)
-        pool = lambda v: self.max_pool(v, (2, 2), strides=(2, 2))  # noqa: E731
-        if self.whiten:
-            c = WHITEN_WIDTH
-            x = self.act(conv(c, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
-                              name="whiten")(x))                        # [B, 31, 31, 24]
-            x = pool(x)                                                 # [B, 15, 15, 24]
-        else:
-            c = self.stem
-            x = ConvBN(self.stem, 3, **ops)(x, train)                   # [B, 32, 32, stem]
-            x = pool(x)                                                 # [B, 16, 16, stem]
+        x = self.stem(x, train, max_pool=self.max_pool, **ops)        # [B, 16 or 15, .., C]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
-        x = Inception(c, w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
+        x = Inception(x.shape[-1], w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
                       max_pool=self.max_pool, **ops)(x, train)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
@@ -258,10 +279,7 @@ class BetterNet(nn.Module):
                 stride = 2 if stage > 0 and block == 0 else 1
                 x = ResidualBlock(c, width, stride, **ops)(x, train)
                 c = width
-        reduce = jnp.mean if self.head_pool == "avg" else jnp.max
-        x = reduce(x.astype(jnp.float32), axis=(1, 2))                 # [B, widths[-1]]
-        logits = nn.Dense(self.num_classes, use_bias=self.head_bias, dtype=self.dtype)(x)
-        return logits * self.head_scale if self.head_scale != 1.0 else logits
+        return self.head(x, self.num_classes, self.dtype)
 
 
 # The whitening stem: 2x2 patches of 3 channels, each of the 12 whitening directions used

@@ -104,7 +104,7 @@ def test_batch_norm_train_vs_eval():
 @pytest.mark.slow
 def test_inception_cnn_and_betternet_shapes():
     x = jnp.zeros((2, 32, 32, 3))
-    for model in (InceptionCNN(), BetterNet(stem=8, widths=(16, 32, 64), blocks=(1, 1, 1))):
+    for model in (InceptionCNN(), BetterNet(stem=conv_stem(8), widths=(16, 32, 64), blocks=(1, 1, 1))):
         variables = init(model, x)
         assert model.apply(variables, x).shape == (2, 10)
         out, _ = model.apply(variables, x, train=True, mutable=["batch_stats"])
@@ -118,7 +118,7 @@ def test_unknown_model_name():
 
 # ---------------------------------------------------------------- the speed-run options
 
-from jaxhw.models.cnn import image_patches, whitening_kernel  # noqa: E402
+from jaxhw.models.cnn import conv_stem, dense_head, image_patches, whitening_kernel, whitening_stem  # noqa: E402,E501
 
 
 def test_image_patches_by_hand():
@@ -152,8 +152,8 @@ def test_whitening_conv_makes_the_patch_covariance_the_identity():
 
 @pytest.mark.slow
 def test_speedrun_betternet_shapes_and_head():
-    model = BetterNet(widths=(16, 32, 32), blocks=(1, 1, 1), whiten=True,
-                      head_pool="max", head_scale=1 / 9, head_bias=False, act=jax.nn.gelu,
+    model = BetterNet(widths=(16, 32, 32), blocks=(1, 1, 1), stem=whitening_stem,
+                      head=dense_head("max", 1 / 9), act=jax.nn.gelu,
                       norm=functools.partial(nn.BatchNorm, momentum=0.6, epsilon=1e-12,
                                              use_scale=False))
     x = jnp.ones((2, 32, 32, 3))
@@ -192,8 +192,17 @@ def test_batch_norm_settings_reach_every_block():
 
 
 def test_betternet_refuses_unknown_options():
-    with pytest.raises(ValueError, match="head_pool"):
-        init(BetterNet(head_pool="min"), jnp.ones((1, 32, 32, 3)))
+    with pytest.raises(ValueError, match="pool must be 'avg' or 'max'"):
+        dense_head("min")
+    with pytest.raises(ValueError, match="differ in length"):
+        init(BetterNet(widths=(16, 32), blocks=(1,)), jnp.ones((1, 32, 32, 3)))
+
+
+def test_the_default_stem_and_head_keep_their_parameter_paths():
+    params = init(BetterNet(stem=conv_stem(8), widths=(16, 16), blocks=(0, 1)),
+                  jnp.ones((1, 32, 32, 3)))["params"]
+    assert params["ConvBN_0"]["Conv_0"]["kernel"].shape == (3, 3, 3, 8)
+    assert params["Dense_0"]["bias"].shape == (10,)
 
 
 def test_a_record_of_compute_then_pool_stages_is_one_clear_error():

@@ -11,6 +11,7 @@ from jaxhw import ops
 from jaxhw.config import ConfigError
 from jaxhw.data.preprocess import Preprocess
 from jaxhw.models import BetterNet, InceptionCNN, SimpleCNN
+from jaxhw.models.cnn import conv_stem
 from jaxhw.models.transformer import Transformer
 from jaxhw.models.vit import VisionTransformer
 from jaxhw.train import Trainer, classification_loss
@@ -38,10 +39,10 @@ CASES = {
                    (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
     "inception_cnn": (lambda d: InceptionCNN(dtype=d),
                       (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
-    "betternet": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1),
+    "betternet": (lambda d: BetterNet(stem=conv_stem(8), widths=(16, 32), blocks=(1, 1),
                                       dtype=d),
                   (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
-    "betternet_fast_conv": (lambda d: BetterNet(stem=8, widths=(16, 32), blocks=(1, 1),
+    "betternet_fast_conv": (lambda d: BetterNet(stem=conv_stem(8), widths=(16, 32), blocks=(1, 1),
                                                 conv=ops.layers("fast").conv_module,
                                                 max_pool=ops.max_pool, dtype=d),
                             (jax.random.normal(jax.random.key(0), (4, 32, 32, 3)),)),
@@ -77,7 +78,7 @@ def test_bfloat16_train_steps_lower_the_loss_and_keep_float32_state():
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (256, 32, 32, 3), dtype=np.uint8)
     y = (x.reshape(256, -1, 3).mean(1).argmax(1)).astype(np.int32)  # brightest channel
-    model = BetterNet(stem=8, widths=(16, 32), blocks=(0, 1), dtype=BF16)
+    model = BetterNet(stem=conv_stem(8), widths=(16, 32), blocks=(0, 1), dtype=BF16)
     trainer = Trainer(model, optax.sgd(0.05, 0.9), loss_fn=classification_loss(),
                       preprocess=Preprocess((0.5,) * 3, (0.25,) * 3), log_every=8)
     data = trainer.put(x, y)
@@ -120,7 +121,7 @@ def test_auto_dtype_follows_the_compute_capability(capability, expected):
 
 
 def _float16_trainer(x, y, lr=0.05):
-    model = BetterNet(stem=8, widths=(16, 32), blocks=(0, 1), dtype=jnp.float16)
+    model = BetterNet(stem=conv_stem(8), widths=(16, 32), blocks=(0, 1), dtype=jnp.float16)
     return Trainer(model, optax.sgd(lr, 0.9), loss_fn=classification_loss(),
                    preprocess=Preprocess((0.5,) * 3, (0.25,) * 3), log_every=8,
                    loss_scaling=True)

@@ -153,10 +153,11 @@ def test_compiler_options_keep_convolutions_out_of_ynnpack():
 @pytest.mark.slow
 def test_betternet_outputs_and_gradients_unchanged(monkeypatch):
     from jaxhw.models import BetterNet
+    from jaxhw.models.cnn import conv_stem
 
     monkeypatch.setattr(fast_conv, "MIN_ROWS", 1)  # every strided conv through the custom VJP
     x = jax.random.normal(jax.random.key(2), (2, 32, 32, 3))
-    nets = [BetterNet(stem=8, widths=(16, 32), blocks=(1, 1), conv=o.conv_module, max_pool=o.max_pool)
+    nets = [BetterNet(stem=conv_stem(8), widths=(16, 32), blocks=(1, 1), conv=o.conv_module, max_pool=o.max_pool)
             for o in (ops.layers("lax"), ops.layers("fast"))]
     variables = nets[0].init(jax.random.key(3), x)
 

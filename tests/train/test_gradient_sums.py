@@ -25,13 +25,14 @@ import json, sys
 import jax, jax.numpy as jnp, optax
 from jaxhw.data.preprocess import Preprocess
 from jaxhw.models import BetterNet
+from jaxhw.models.cnn import conv_stem
 from jaxhw.train import make_mesh, steps
 from jaxhw.train.loop import Trainer
 from tests.tiny import tiny_dataset
 assert jax.device_count() == 2, jax.devices()
 
 def trainer(devices, dtype):
-    model = BetterNet(stem=8, widths=(16, 16), blocks=(0, 1), dtype=jnp.dtype(dtype))
+    model = BetterNet(stem=conv_stem(8), widths=(16, 16), blocks=(0, 1), dtype=jnp.dtype(dtype))
     return Trainer(model, optax.sgd(0.05, 0.9), mesh=make_mesh(jax.devices()[:devices]),
                    steps_per_call=1, loss_scaling=dtype == "float16",
                    preprocess=Preprocess(mean=(0.5,) * 3, std=(0.25,) * 3, pad=1, flip=True))

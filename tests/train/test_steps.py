@@ -177,8 +177,9 @@ def test_evaluation_reads_the_device_once_per_split(monkeypatch):
 def test_test_time_views_are_one_forward_pass_with_the_same_logits(level):
     from jaxhw.data.pipeline import tta_views
     from jaxhw.models import BetterNet
+    from jaxhw.models.cnn import conv_stem
     from jaxhw.train.steps import _apply, eval_logits
-    model = BetterNet(stem=8, widths=(16, 16), blocks=(0, 1))
+    model = BetterNet(stem=conv_stem(8), widths=(16, 16), blocks=(0, 1))
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     variables = jax.jit(model.init)(jax.random.key(0), x)
     views = jax.jit(lambda v, x: eval_logits(model, v, x, level))
