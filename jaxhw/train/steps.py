@@ -16,10 +16,10 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from jaxhw.config import ConfigError
 from jaxhw.data.pipeline import GRID_RADIUS, GRID_SHIFTS, grid_view, pad_images, tta_views
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import all_finite, keep_if
-from jaxhw.config import ConfigError
 from jaxhw.train.parallel import DATA_AXIS, batch_sharded, replicated
 from jaxhw.train.state import TrainState
 
