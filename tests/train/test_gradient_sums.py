@@ -57,7 +57,8 @@ def all_reduce_types(dtype: str, mode: str, tmp_path: Path) -> dict[str, int]:
     return {t: types.count(t) for t in set(types)}
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", pytest.param("float16", marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_sixteen_bit_steps_sum_gradients_in_float32(dtype, tmp_path):
     kept = all_reduce_types(dtype, "per_device", tmp_path)
     assert kept.get("f32", 0) > 0 and set(kept) == {"f32"}, kept
