@@ -136,9 +136,9 @@ GPU_ARGS = ["--model", "bert-base-uncased"]   # not used: BERT_ARGS is set
 @pytest.mark.slow
 @pytest.mark.notebook
 @pytest.mark.parametrize("name, args, expected", [
-    ("cifar_cnn", "BETTERNET_ARGS", ["GPU runtime", "widths [64, 256, 256]", "GELU",
-                                     "a max pool after each stage", "test-time views: 6 (six)",
-                                     "10 epochs of batch 1024"]),
+    ("cifar_cnn", "BETTERNET_ARGS", ["GPU runtime", "widths [96, 256, 256]", "GELU",
+                                     "residual blocks per stage [1, 1, 1]",
+                                     "test-time views: 6 (six)", "10 epochs of batch 1024"]),
     ("vit", "VIT_ARGS", ["GPU runtime", "4x4 patches -> 49 tokens", "width 128, depth 6",
                          "8 heads", "25 epochs of batch 512"])])
 def test_on_a_gpu_runtime_the_page_describes_the_gpu_recipe(name, args, expected, tiny_data,
