@@ -1,11 +1,13 @@
 """The one runner every experiment uses: common flags, the checkpoint-folder rules, and
-:func:`train_and_evaluate`, which trains a :class:`Plan` once per seed with the engine,
-evaluates it and writes the results.
+:func:`train_and_evaluate`, which trains a :class:`Plan` once per seed and writes the
+results.
 
 Every experiment has the same shape (``run(cfg) -> results``): check the flags, load the
 data, build the model and a :class:`~jaxhw.train.Trainer` (:func:`engine_trainer`), hand
 them over as a :class:`Plan` (for images, :func:`load_images` + :func:`image_plan`), and
-call :func:`train_and_evaluate`.
+call :func:`train_and_evaluate`. A seed's run reads top to bottom in :func:`_train_one`:
+state, then per epoch ``Trainer.train_epoch`` -> ``Trainer.evaluate`` -> history line ->
+checkpoint, then the final evaluation and the results files.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from tqdm.auto import tqdm
 
 from jaxhw import host
 from jaxhw.config import Checked, ConfigError, flag
@@ -29,7 +32,7 @@ from jaxhw.data import get_spec, load_split, subset
 from jaxhw.train import (Checkpoints, Data, Hook, Trainer, TrainState, check_run, count_params,
                          open_run, per_class_table, write_json)
 from jaxhw.train.checkpoint import CheckpointError, saved_epochs
-from jaxhw.train.loop import epoch_line
+from jaxhw.train.loop import EvalResult
 from jaxhw.train.divergence import (EXIT_DIVERGED, ON_NAN, Diverged, SeedsDiverged,
                                     diverged_run)
 from jaxhw.train.run_lock import RunLock, check_free
@@ -109,6 +112,16 @@ def print_timing(timing: dict, dtype: str) -> None:
     print(f"compile {timing['compile_s']:.1f} s (+ {timing['trace_s']:.1f} s tracing) for "
           f"{timing['programs']} programs ({names}); training {timing['train_s']:.1f} s "
           f"(both excluded) on {timing['device']}, {dtype}")
+
+
+def epoch_line(record: dict, epochs: int, eval_split: str = "test") -> str:
+    """The line printed after an epoch, from its history ``record``."""
+    compiled = record.get("compile_time_s", 0.0)
+    compiled = f", compiling {compiled:.1f} s" if compiled > 0 else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
+            f"{eval_split} loss {record['eval_loss']:.4f}, {eval_split} accuracy "
+            f"{100 * record['eval_accuracy']:.2f}% ({record['train_time_s']:.1f} s "
+            f"training{compiled})")
 
 
 MAX_SEED = 2**31 - 1  # seeds are int32 for jax.random.key and NumPy alike
@@ -354,20 +367,25 @@ def _train_seeds(name: str, cfg: RunConfig, plan: Plan, folders: dict[int, Check
 
 
 def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoints) -> dict:
-    """One seed: a fresh state; resume (or, with ``--evaluate``, restore the latest
-    checkpoint); fit with per-epoch evaluation on ``plan.test``; evaluate on
-    ``plan.final``; write ``results.json`` and ``history.png`` (with class names also
-    ``per_class_accuracy.md`` and ``confusion_matrix.png``) next to the checkpoints.
+    """One seed, top to bottom: the state (fresh, resumed, or with ``--evaluate`` the
+    latest checkpoint); every epoch's training, evaluation on ``plan.test``, history line
+    and checkpoint; the final evaluation on ``plan.final``; ``results.json`` and
+    ``history.png`` (with class names also ``per_class_accuracy.md`` and
+    ``confusion_matrix.png``) next to the checkpoints.
 
-    Every hook sees the fit loop's calls, then ``on_train_end(folder)`` and
-    ``on_test(final evaluation)``, so an experiment can print the original notebook's
-    lines. ``seed`` draws the initialisation and the shuffles."""
+    Hooks see every train loss and epoch, then ``on_train_end(folder)`` and ``on_test(final
+    evaluation)``, so an experiment can print the original notebook's lines. ``seed``
+    draws the initialisation and the shuffles."""
     trainer = plan.trainer
+    primary = jax.process_index() == 0  # one writer when several hosts train together
+
+    # The state.
     state = plan.init_state(seed)
     print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
     history: list[dict] = []
     if cfg.evaluate:
-        state, history, _ = trainer.resume(ckpt, state)
+        state, meta = ckpt.restore(state)
+        history = list(meta.get("history", []))
         print(f"evaluating {ckpt.directory}, epoch {ckpt.latest_epoch()} (the latest)")
     elif resumes(ckpt.directory, cfg):
         state, meta, skipped = ckpt.restore_latest_good(state)
@@ -378,46 +396,62 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         print(f"resumed from {ckpt.directory} at epoch {len(history)}; its logged epochs:")
         for record in history:
             print(epoch_line(record, plan.epochs, plan.eval_split))
-    t0 = time.perf_counter()
+
+    # Every epoch: train -> evaluate -> history -> checkpoint. Compiling is timed apart
+    # (trainer.setup_s), so the times below are the steps' alone.
+    t_run = time.perf_counter()
+    epochs = [] if cfg.evaluate else range(len(history) + 1, plan.epochs + 1)
+    hooks = list(plan.hooks)
+    if primary and epochs:
+        hooks.append(TensorBoard(ckpt.directory, int(state.step), plan.learning_rate))
+    meta = {"config": dataclasses.asdict(cfg), "experiment": name, "predictor": plan.predictor}
+    run_key = jax.random.key(seed)
+    try:
+        for epoch in epochs:
+            c0, t0 = trainer.setup_s, time.perf_counter()
+            state, train_loss = trainer.train_epoch(
+                state, plan.train, plan.batch_size, jax.random.fold_in(run_key, epoch), epoch,
+                plan.epochs, hooks)
+            c1, t1 = trainer.setup_s, time.perf_counter()
+            evaluation = trainer.evaluate(state, plan.test, plan.eval_batch_size,
+                                          trainer.epoch_tta)
+            c2, t2 = trainer.setup_s, time.perf_counter()
+            if trainer.on_nan == "stop" and not np.isfinite(evaluation.loss):
+                raise Diverged(f"the {plan.eval_split} loss", evaluation.loss, int(state.step),
+                               epoch, plan.epochs)
+            record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
+                      "eval_loss": evaluation.loss, "eval_accuracy": evaluation.accuracy,
+                      "train_time_s": (t1 - t0) - (c1 - c0),
+                      "eval_time_s": (t2 - t1) - (c2 - c1), "compile_time_s": c2 - c0}
+            history.append(record)
+            tqdm.write(epoch_line(record, plan.epochs, plan.eval_split))
+            ckpt.save(epoch, state, {**meta, "epoch": epoch, "history": history},
+                      metrics=record)
+            if primary:
+                write_json(ckpt.directory / "history.json", history)
+            for hook in hooks:
+                hook.on_epoch_end(epoch, record, evaluation)
+    except Diverged as e:
+        _record_divergence(name, cfg, plan, ckpt, e)
+        raise
+    finally:
+        for hook in hooks[len(plan.hooks):]:
+            hook.close()
     if not cfg.evaluate:
-        board = [TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)
-                 ] if jax.process_index() == 0 else []
-        try:
-            state, history = trainer.fit(
-                state, plan.train, plan.test, epochs=plan.epochs, batch_size=plan.batch_size,
-                seed=seed, checkpoints=ckpt, history=history, hooks=[*plan.hooks, *board],
-                eval_batch_size=plan.eval_batch_size, eval_split=plan.eval_split,
-                meta={"config": dataclasses.asdict(cfg), "experiment": name,
-                      "predictor": plan.predictor})
-        except Diverged as e:
-            _record_divergence(name, cfg, plan, ckpt, e)
-            raise
-        finally:
-            for hook in board:
-                hook.close()
         for hook in plan.hooks:
             hook.on_train_end(ckpt.directory)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t_run
 
+    # The final evaluation (all of the trainer's test-time views) and the results files.
     c0, t0 = trainer.setup_s, time.perf_counter()
     result = trainer.evaluate(state, plan.test if plan.final is None else plan.final,
                               plan.eval_batch_size)
     final_eval_s = time.perf_counter() - t0 - (trainer.setup_s - c0)  # compiling excluded
-    primary = jax.process_index() == 0  # one writer when several hosts train together
     table = None
     if plan.class_names is not None:
         table = per_class_table(result.labels, result.predictions, plan.class_names)
     if primary:
-        from jaxhw.plotting import plot_confusion, plot_history  # matplotlib when needed
-        if table is not None:
-            write_atomically(ckpt.directory / "per_class_accuracy.md",
-                             lambda tmp: tmp.write_text(table + "\n"))
-            optional_write("the confusion matrix plot", plot_confusion, result.labels,
-                           result.predictions, plan.class_names,
-                           ckpt.directory / "confusion_matrix.png")
-        if history:
-            optional_write("the history plot", plot_history, history,
-                           ckpt.directory / "history.png", plan.eval_split)
+        _write_plots(plan, result, history, table, ckpt.directory)
     timing = timing_summary(trainer, history)
     results = {
         "experiment": name, "test_accuracy": result.accuracy, "test_loss": result.loss,
@@ -442,6 +476,20 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     print(f"results: {ckpt.directory / 'results.json'}; plots: "
           f"{', '.join(sorted(p.name for p in ckpt.directory.glob('*.png')))}")
     return results
+
+
+def _write_plots(plan: Plan, result: EvalResult, history: list[dict], table: str | None,
+                 folder: Path) -> None:
+    """The per-class table and confusion matrix (with class names) and the history plot."""
+    from jaxhw.plotting import plot_confusion, plot_history  # matplotlib when needed
+    if table is not None:
+        write_atomically(folder / "per_class_accuracy.md",
+                         lambda tmp: tmp.write_text(table + "\n"))
+        optional_write("the confusion matrix plot", plot_confusion, result.labels,
+                       result.predictions, plan.class_names, folder / "confusion_matrix.png")
+    if history:
+        optional_write("the history plot", plot_history, history, folder / "history.png",
+                       plan.eval_split)
 
 
 def _record_divergence(name: str, cfg: RunConfig, plan: Plan, ckpt: Checkpoints,

@@ -1,4 +1,5 @@
-"""The one training engine: state, steps, fit loop, checkpoints, metrics, data parallelism."""
+"""The one training engine: state, steps, the Trainer (an epoch, an evaluation), checkpoints,
+metrics, data parallelism."""
 
 from jaxhw.train.checkpoint import (CheckpointError, Checkpoints, check_run, open_run,
                                     write_json)

@@ -1,6 +1,8 @@
-"""The fit loop every experiment uses: epochs of device-side batches run in blocks of steps
-per device call, tqdm progress, per-epoch evaluation, history, checkpoints, printout hooks,
-and compile time measured apart from training time."""
+"""The :class:`Trainer`: a model's compiled train and evaluation steps over data on the
+device. An epoch runs its batches in blocks of steps per device call with tqdm progress
+and hooks that see every loss; an evaluation fetches its results once per split; every
+program's compile time is measured apart from the steps'. ``jaxhw.experiment`` runs the
+epochs, checkpoints and results files."""
 
 from __future__ import annotations
 
@@ -19,7 +21,6 @@ from tqdm.auto import tqdm
 from jaxhw.config import ConfigError
 from jaxhw.data.pipeline import epoch_batches, eval_batches
 from jaxhw.train import parallel
-from jaxhw.train.checkpoint import Checkpoints, write_json
 from jaxhw.train.divergence import ON_NAN, Diverged
 from jaxhw.train.lookahead import Lookahead
 from jaxhw.train.loss_scale import LossScale
@@ -73,18 +74,9 @@ def plan_calls(counts: Sequence[int], run: int, block: int, key: jax.Array | Non
             for t in range(s, s + c, length)]
 
 
-def epoch_line(record: dict, epochs: int, eval_split: str = "test") -> str:
-    """The line the fit loop prints after an epoch, from its history ``record``."""
-    compiled = record.get("compile_time_s", 0.0)
-    compiled = f", compiling {compiled:.1f} s" if compiled > 0 else ""
-    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f}, "
-            f"{eval_split} loss {record['eval_loss']:.4f}, {eval_split} accuracy "
-            f"{100 * record['eval_accuracy']:.2f}% ({record['train_time_s']:.1f} s "
-            f"training{compiled})")
-
-
 class Hook:
-    """Callbacks of the fit loop (for the original notebooks' printouts, plots, ...)."""
+    """Callbacks of a run (for the original notebooks' printouts, plots, ...): the train
+    losses from :meth:`Trainer.train_epoch`, the rest from ``jaxhw.experiment``."""
 
     def on_losses(self, epoch: int, first_step: int, losses: np.ndarray) -> None:
         """``losses[k]`` is the train loss of step ``first_step + k`` (0-based in the epoch)."""
@@ -381,44 +373,3 @@ class Trainer:
         valid = labels != self.pad_label if self.pad_label is not None else np.ones_like(labels, bool)
         accuracy = float(np.sum((predictions == labels) & valid) / max(valid.sum(), 1))
         return EvalResult(float(loss_sum / count), accuracy, predictions, labels)
-
-    # ------------------------------------------------------------------ fit
-    def fit(self, state: TrainState, train: Data, test: Data, *, epochs: int, batch_size: int,
-            seed: int, checkpoints: Checkpoints | None = None, history: list | None = None,
-            meta: dict | None = None, hooks: Sequence[Hook] = (), eval_batch_size: int = 500,
-            eval_split: str = "test") -> tuple[TrainState, list[dict]]:
-        """Train from ``len(history)`` epochs done up to ``epochs``, evaluating on ``test``
-        (with ``epoch_tta``'s views; ``eval_split`` names it in the printed line) and
-        checkpointing after every epoch. Returns the final state and the full history."""
-        history = list(history or [])
-        run_key = jax.random.key(seed)
-        for epoch in range(len(history) + 1, epochs + 1):
-            c0, t0 = self.setup_s, time.perf_counter()
-            state, train_loss = self.train_epoch(
-                state, train, batch_size, jax.random.fold_in(run_key, epoch), epoch, epochs, hooks)
-            c1, t1 = self.setup_s, time.perf_counter()
-            result = self.evaluate(state, test, eval_batch_size, self.epoch_tta)
-            c2, t2 = self.setup_s, time.perf_counter()
-            if self.on_nan == "stop" and not np.isfinite(result.loss):
-                raise Diverged(f"the {eval_split} loss", result.loss, int(state.step), epoch,
-                               epochs)
-            record = {"epoch": epoch, "step": int(state.step), "train_loss": train_loss,
-                      "eval_loss": result.loss, "eval_accuracy": result.accuracy,
-                      "train_time_s": (t1 - t0) - (c1 - c0), "eval_time_s": (t2 - t1) - (c2 - c1),
-                      "compile_time_s": c2 - c0}
-            history.append(record)
-            tqdm.write(epoch_line(record, epochs, eval_split))
-            if checkpoints is not None:
-                checkpoints.save(epoch, state, {**(meta or {}), "epoch": epoch,
-                                                "history": history}, metrics=record)
-                if jax.process_index() == 0:  # one writer when several hosts train together
-                    write_json(Path(checkpoints.directory) / "history.json", history)
-            for hook in hooks:
-                hook.on_epoch_end(epoch, record, result)
-        return state, history
-
-    def resume(self, checkpoints: Checkpoints, template: TrainState, epoch: int | None = None
-               ) -> tuple[TrainState, list[dict], dict]:
-        """Restore a checkpoint (default: the latest): state, history so far, and its meta."""
-        state, meta = checkpoints.restore(template, epoch)
-        return state, list(meta.get("history", [])), meta

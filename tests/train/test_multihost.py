@@ -14,7 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# argv: mode ("single" | process id), port, checkpoint folder. Prints one JSON line.
+# argv: mode ("single" | process id), port, the pair's run folder. Each trains through the
+# experiment runner; "single" trains in <folder>_single. Prints one JSON line.
 WORKER = """
 import json, sys
 import jax
@@ -23,24 +24,23 @@ if mode != "single":
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=int(mode),
                                initialization_timeout=60)
+from jaxhw.experiment import Images, RunConfig, image_plan, train_and_evaluate
 from jaxhw.train import Checkpoints
 from tests.tiny import tiny_dataset, tiny_trainer
 x, y = tiny_dataset(128)
 trainer = tiny_trainer()           # mesh: every device of every process
-data = trainer.put(x, y)
-state = trainer.init_state(jax.random.key(0), x[:1])
-ckpt = Checkpoints(ckpt_dir) if mode != "single" else None
-state, history = trainer.fit(state, data, data, epochs=3, batch_size=16, seed=0,
-                             checkpoints=ckpt)
-if ckpt is not None:
-    ckpt.close()
+plan = image_plan("multihost", trainer, Images(x, y, x, y, ("red", "green", "blue")),
+                  epochs=3, batch_size=16)
+folder = ckpt_dir if mode != "single" else ckpt_dir + "_single"
+history = train_and_evaluate("multihost", RunConfig(checkpoint_dir=folder,
+                                                    compile_cache="off"), plan)["history"]
 out = {"devices": jax.device_count(), "processes": jax.process_count(),
        "losses": [r["train_loss"] for r in history],
        "eval": [r["eval_loss"] for r in history]}
-if mode == "single" and ckpt_dir != "-":   # restore what the pair wrote
-    restored, meta = Checkpoints(ckpt_dir).restore(state)
+if mode == "single":   # restore what the pair wrote
+    restored, meta = Checkpoints(ckpt_dir).restore(plan.init_state(0))
     out["restored_epoch"] = meta["epoch"]
-    out["restored_eval"] = trainer.evaluate(restored, data).loss
+    out["restored_eval"] = trainer.evaluate(restored, plan.test).loss
 print("RESULT " + json.dumps(out))
 """
 

@@ -3,8 +3,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxhw.experiment import Images, RunConfig, image_plan, train_and_evaluate
+from jaxhw.train import Checkpoints, classification_loss
 from jaxhw.train.xla_options import CPU_CONV_OPTIONS
-from jaxhw.train import classification_loss
 from tests.tiny import tiny_dataset, tiny_trainer
 
 
@@ -65,8 +66,13 @@ def test_same_seed_same_metrics():
         trainer = tiny_trainer()
         data = trainer.put(x, y)
         state = trainer.init_state(jax.random.key(seed), x[:1])
-        _, history = trainer.fit(state, data, data, epochs=2, batch_size=16, seed=seed)
-        return [(r["train_loss"], r["eval_loss"], r["eval_accuracy"]) for r in history]
+        metrics = []
+        for epoch in (1, 2):
+            key = jax.random.fold_in(jax.random.key(seed), epoch)
+            state, loss = trainer.train_epoch(state, data, 16, key, progress=False)
+            result = trainer.evaluate(state, data)
+            metrics.append((loss, result.loss, result.accuracy))
+        return metrics
 
     assert run(1) == run(1)
     assert run(1) != run(2)
@@ -107,27 +113,35 @@ def test_compiler_options_reach_both_steps():
     np.testing.assert_allclose(results[1], results[0], rtol=1e-5)
 
 
-def test_epoch_evaluation_takes_its_own_views_and_the_final_one_all():
-    """With ``epoch_tta`` the evaluation after every epoch averages fewer test-time views
-    (cheaper) than ``evaluate``'s default, the final evaluation's, in programs of their own."""
+def _tiny_run(trainer, folder):
+    """One epoch of ``trainer`` on tiny images through the experiment runner; returns
+    results.json's entries and the trained state restored from the run's checkpoint."""
     x, y = tiny_dataset(96)
+    plan = image_plan("tiny", trainer, Images(x, y, x, y, ("red", "green", "blue")),
+                      epochs=1, batch_size=16)
+    results = train_and_evaluate("tiny", RunConfig(checkpoint_dir=str(folder),
+                                                   compile_cache="off"), plan)
+    state, _ = Checkpoints(folder).restore(plan.init_state(0))
+    return results, state, plan.test
+
+
+def test_epoch_evaluation_takes_its_own_views_and_the_final_one_all(tmp_path):
+    """With ``epoch_tta`` the evaluation after every epoch averages fewer test-time views
+    (cheaper) than the final evaluation, in programs of their own."""
     trainer = tiny_trainer(tta=2, epoch_tta=0)
-    data = trainer.put(x, y)
-    state = trainer.init_state(jax.random.key(0), x[:1])
-    state, history = trainer.fit(state, data, data, epochs=1, batch_size=16, seed=0)
+    results, state, data = _tiny_run(trainer, tmp_path / "fewer")
     plain = trainer.evaluate(state, data, tta=0)
-    six = trainer.evaluate(state, data)
-    assert history[-1]["eval_loss"] == pytest.approx(plain.loss, rel=1e-6)
-    assert history[-1]["eval_accuracy"] == plain.accuracy
-    assert six.loss != pytest.approx(plain.loss, rel=1e-6)  # the views do change the logits
-    names = [p["program"] for p in trainer.programs]
+    assert results["history"][-1]["eval_loss"] == pytest.approx(plain.loss, rel=1e-6)
+    assert results["history"][-1]["eval_accuracy"] == plain.accuracy
+    assert results["test_loss"] == pytest.approx(trainer.evaluate(state, data).loss, rel=1e-6)
+    assert results["test_loss"] != pytest.approx(plain.loss, rel=1e-6)  # the views count
+    names = [p["program"] for p in results["program_list"]]
     assert sorted(n for n in names if n.startswith("eval")) == ["eval", "eval tta=0"]
     # without epoch_tta both evaluations are the same program
     same = tiny_trainer(tta=2)
-    state = same.init_state(jax.random.key(0), x[:1])
-    state, history = same.fit(state, data, data, epochs=1, batch_size=16, seed=0)
-    assert history[-1]["eval_loss"] == pytest.approx(same.evaluate(state, data).loss, rel=1e-6)
-    assert [p["program"] for p in same.programs].count("eval") == 1
+    results, state, data = _tiny_run(same, tmp_path / "same")
+    assert results["history"][-1]["eval_loss"] == pytest.approx(results["test_loss"], rel=1e-6)
+    assert [p["program"] for p in results["program_list"]].count("eval") == 1
 
 
 def test_evaluation_reads_the_device_once_per_split(monkeypatch):
