@@ -40,7 +40,10 @@ class Inference:
     compiler_options: dict[str, str] | None = None  # XLA options of the run's programs
 
 
-def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
+def _cnn(family: str, model_args: Callable[..., dict] = dict
+         ) -> Callable[..., tuple[Any, Any]]:
+    """A CNN family's builder; ``model_args`` turns the record's remaining JSON arguments
+    into the model's."""
     def make(dtype, conv: str = "auto", act: str | None = None,
              bn: Sequence[Any] | None = None, **args):
         import functools
@@ -50,8 +53,7 @@ def _cnn(family: str) -> Callable[..., tuple[Any, Any]]:
         from jaxhw import ops
         from jaxhw.models import get_model
         layers = ops.layers(conv)
-        if family == "betternet":
-            args = _betternet_args(**args)
+        args = model_args(**args)
         args = {k: tuple(v) if isinstance(v, list) else v for k, v in args.items()}
         if act is not None:
             args["act"] = {"relu": nn.relu, "gelu": nn.gelu}[act]
@@ -98,7 +100,7 @@ def _bert(dtype, pretrained: str, **args):
 # model family -> (dtype, **arguments) -> (flax module, tokenizer or None)
 FAMILIES: dict[str, Callable[..., tuple[Any, Any]]] = {
     "simple_cnn": _cnn("simple_cnn"), "inception_cnn": _cnn("inception_cnn"),
-    "betternet": _cnn("betternet"), "vit": _vit, "transformer": _transformer,
+    "betternet": _cnn("betternet", _betternet_args), "vit": _vit, "transformer": _transformer,
     "bert_classifier": _bert,
 }
 

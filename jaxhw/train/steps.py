@@ -144,8 +144,9 @@ def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh, accumulate: int = 
         def add(carry, inputs):
             total, count, batch_stats, grads = carry
             k, xk, yk = inputs
+            kk = jax.random.fold_in(key, k) if accumulate > 1 else key
             t, c, batch_stats, g = micro(params, {**variables, "batch_stats": batch_stats},
-                                         xk, yk, jax.random.fold_in(key, k), scaler)
+                                         xk, yk, kk, scaler)
             grads = jax.tree.map(lambda a, b: a + c * f32(b), grads, g)
             return (total + t, count + c, batch_stats, grads), None
 
@@ -156,14 +157,15 @@ def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh, accumulate: int = 
                   _micro_batches(y, accumulate, constrain))
         return jax.lax.scan(add, start, inputs)[0]
 
+    rows = NamedSharding(mesh, P(None, DATA_AXIS))  # [micro-batch, rows of it, ...]
+    on_rows = lambda t: jax.lax.with_sharding_constraint(t, rows)  # noqa: E731
+
     def whole(params, variables, x, y, key, scaler):
-        if accumulate == 1:
+        if accumulate == 1:  # the batch's mean and its gradient, no scan
             total, count, batch_stats, grads = micro(params, variables, x, y, key, scaler)
             return total / count, batch_stats, grads
-        rows = NamedSharding(mesh, P(None, DATA_AXIS))
-        total, count, batch_stats, grads = summed(
-            params, variables, x, y, key, scaler,
-            lambda t: jax.lax.with_sharding_constraint(t, rows))
+        total, count, batch_stats, grads = summed(params, variables, x, y, key, scaler,
+                                                  on_rows)
         return total / count, batch_stats, jax.tree.map(lambda g: g / count, grads)
 
     if not per_device:
@@ -175,20 +177,16 @@ def _gradients(model: nn.Module, loss_fn: LossFn, mesh: Mesh, accumulate: int = 
                               f"they cannot average over devices; train it on one device or "
                               f"in float32")
         key = jax.random.fold_in(dropout_key, jax.lax.axis_index(DATA_AXIS))
-        if accumulate == 1:
-            total, count, batch_stats, grads = micro(params, variables, x, y, key, scaler)
-            grads = jax.tree.map(lambda g: count * g.astype(jnp.float32), grads)
-        else:
-            total, count, batch_stats, grads = summed(params, variables, x, y, key, scaler,
-                                                      lambda t: t)
+        total, count, batch_stats, grads = summed(params, variables, x, y, key, scaler,
+                                                  lambda t: t)
         total, count, grads = jax.lax.psum((total, count, grads), DATA_AXIS)
         return total / count, batch_stats, jax.tree.map(lambda g: g / count, grads)
 
     # check_vma=False: gradients stay per device until the psum above (with JAX's
     # replication typing, it would sum each weight's gradient where the weight meets the
     # rows, in the compute dtype).
-    rows = P(DATA_AXIS)
-    return jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(), P(), rows, rows, P(), P()),
+    split = P(DATA_AXIS)
+    return jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(), P(), split, split, P(), P()),
                          out_specs=(P(), P(), P()), check_vma=False)
 
 
