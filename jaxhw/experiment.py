@@ -384,12 +384,12 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     print(f"{name}: {count_params(state.params):,} parameters, seed {seed}")
     history: list[dict] = []
     if cfg.evaluate:
-        state, meta = ckpt.restore(state)
-        history = list(meta.get("history", []))
+        state, saved = ckpt.restore(state)
+        history = list(saved.get("history", []))
         print(f"evaluating {ckpt.directory}, epoch {ckpt.latest_epoch()} (the latest)")
     elif resumes(ckpt.directory, cfg):
-        state, meta, skipped = ckpt.restore_latest_good(state)
-        history = list(meta.get("history", []))
+        state, saved, skipped = ckpt.restore_latest_good(state)
+        history = list(saved.get("history", []))
         for epoch, reason in skipped:
             print(f"set aside {ckpt.directory / str(epoch)} as {epoch}.damaged, which does "
                   f"not read back ({reason})")
@@ -401,9 +401,9 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     # (trainer.setup_s), so the times below are the steps' alone.
     t_run = time.perf_counter()
     epochs = [] if cfg.evaluate else range(len(history) + 1, plan.epochs + 1)
-    hooks = list(plan.hooks)
-    if primary and epochs:
-        hooks.append(TensorBoard(ckpt.directory, int(state.step), plan.learning_rate))
+    board = (TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)
+             if primary and epochs else None)
+    hooks = [*plan.hooks, *([board] if board is not None else [])]
     meta = {"config": dataclasses.asdict(cfg), "experiment": name, "predictor": plan.predictor}
     run_key = jax.random.key(seed)
     try:
@@ -435,8 +435,8 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
         _record_divergence(name, cfg, plan, ckpt, e)
         raise
     finally:
-        for hook in hooks[len(plan.hooks):]:
-            hook.close()
+        if board is not None:
+            board.close()
     if not cfg.evaluate:
         for hook in plan.hooks:
             hook.on_train_end(ckpt.directory)

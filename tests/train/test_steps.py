@@ -139,7 +139,7 @@ def test_epoch_evaluation_takes_its_own_views_and_the_final_one_all(tmp_path):
     assert sorted(n for n in names if n.startswith("eval")) == ["eval", "eval tta=0"]
     # without epoch_tta both evaluations are the same program
     same = tiny_trainer(tta=2)
-    results, state, data = _tiny_run(same, tmp_path / "same")
+    results, _, _ = _tiny_run(same, tmp_path / "same")
     assert results["history"][-1]["eval_loss"] == pytest.approx(results["test_loss"], rel=1e-6)
     assert [p["program"] for p in results["program_list"]].count("eval") == 1
 
