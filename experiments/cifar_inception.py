@@ -67,6 +67,12 @@ class Config(RunConfig):
                        items=Items(Domain(ge=1, integer=True)))
     blocks: str = flag("0,1,1", "BetterNet: residual blocks in each stage",
                        items=Items(Domain(ge=0, integer=True)))
+    downsample: str = flag("stride", "BetterNet: how the resolution halves: stride (a 2x2 "
+                                     "max pool before the Inception module, stride 2 in the "
+                                     "first block of every later stage) or pool (airbench's "
+                                     "order: a 2x2 max pool after the Inception module and "
+                                     "after the first block of every later stage)",
+                           choices=["stride", "pool"])
     whiten: bool = flag(True, "BetterNet: a frozen 2x2 patch-whitening stem (24 filters) set "
                               "from 5,000 training images instead of the 3x3 stem (--no-whiten)")
     whiten_bias_epochs: int = flag(3, "with --whiten: epochs during which the whitening "
@@ -170,8 +176,6 @@ EARLIER_PRESETS = "earlier presets: docs/history.md names the commit that runs t
 RETIRED = {flag_: "--tta none|mirror|six|grid chooses the test-time views" for flag_ in
            ("--no-tta", "--tta-translate", "--no-tta-translate", "--tta-grid",
             "--no-tta-grid")}
-RETIRED["--downsample"] = ("every later stage starts with a stride-2 ResidualBlock; "
-                           "docs/history.md names the commit with compute-then-pool stages")
 
 
 def model_args(cfg: Config) -> dict:
@@ -179,7 +183,7 @@ def model_args(cfg: Config) -> dict:
     if cfg.model != "betternet":
         return {"conv": cfg.conv}
     return dict(conv=cfg.conv, stem=cfg.stem, widths=list(_ints(cfg.widths)),
-                blocks=list(_ints(cfg.blocks)), bn=[cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale],
+                blocks=list(_ints(cfg.blocks)), downsample=cfg.downsample, bn=[cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale],
                 act=cfg.act, whiten=cfg.whiten, head_pool=cfg.head_pool, head_scale=cfg.head_scale,
                 head_bias=cfg.head_scale == 1.0)
 

@@ -70,14 +70,11 @@ def _betternet_args(stem: int = 32, whiten: bool = False, head_pool: str = "avg"
                     downsample: str = "stride", **args) -> dict:
     """A BetterNet record's JSON arguments as the model's: its stem and head functions."""
     from jaxhw.models.cnn import conv_stem, dense_head, whitening_stem
-    if downsample != "stride":  # a record of an earlier BetterNet
-        raise ValueError("this run's BetterNet has compute-then-pool stages, which this "
-                         "jaxhw does not build; docs/history.md names the commit that does")
     if head_bias is not None and head_bias != (head_scale == 1.0):
         raise ValueError(f"a BetterNet head has a bias exactly when its scale is 1, got "
                          f"scale {head_scale} with bias {head_bias}")
     return {**args, "stem": whitening_stem if whiten else conv_stem(stem),
-            "head": dense_head(head_pool, head_scale)}
+            "head": dense_head(head_pool, head_scale), "downsample": downsample}
 
 
 def _vit(dtype, **args):

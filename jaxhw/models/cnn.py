@@ -17,6 +17,10 @@ BetterNet's design (why each piece is there):
 * **Residual stages** (Problem 2's ``ResidualBlock``) at 16x16, 8x8 and 4x4 with widths
   ``widths``; the first block of each later stage halves the resolution with stride 2 and
   a projection shortcut. Residual connections make this depth train in few epochs.
+* **Or compute, then pool** (``downsample="pool"``, airbench's order): the Inception
+  module at the stem's 31x31 and the first block of each later stage at its input's
+  resolution, each followed by a 2x2 max pool (31 -> 15 -> 7 -> 3), so no convolution
+  skips positions with a stride.
 * **Global pooling + one dense layer** (average, or airbench's max with the logits / 9),
   so the head has few parameters and the network does not overfit its 4x4 map position
   by position.
@@ -197,7 +201,7 @@ class InceptionCNN(nn.Module):
         return nn.Dense(self.num_classes, dtype=self.dtype)(x.reshape(x.shape[0], -1))
 
 
-# BetterNet's stem: (x [B, 32, 32, 3], train, conv, norm, act, max_pool) -> [B, H, W, C]
+# BetterNet's stem: (x [B, 32, 32, 3], train, conv, norm, act) -> [B, H, W, C]
 # features; its head: (features [B, H, W, C], num_classes, dtype) -> logits. Both create
 # their layers in BetterNet's own scope (the parameter paths ``ConvBN_0``, ``whiten``,
 # ``Dense_0``).
@@ -206,22 +210,19 @@ Head = Callable[..., jnp.ndarray]
 
 
 def conv_stem(features: int = 32) -> Stem:
-    """A 3x3 convolution + BN + ``act`` at 32x32, then a 2x2 max pool: ``[B, 16, 16,
-    features]``."""
-    def stem(x, train, conv, norm, act, max_pool):
-        x = ConvBN(features, 3, conv=conv, norm=norm, act=act)(x, train)
-        return max_pool(x, (2, 2), strides=(2, 2))
+    """A 3x3 convolution + BN + ``act`` at 32x32: ``[B, 32, 32, features]``."""
+    def stem(x, train, conv, norm, act):
+        return ConvBN(features, 3, conv=conv, norm=norm, act=act)(x, train)
     return stem
 
 
-def whitening_stem(x, train, conv, norm, act, max_pool):
+def whitening_stem(x, train, conv, norm, act):
     """airbench's stem: a 2x2 VALID convolution with ``2 * 3 * 2 * 2 = 24`` filters and a
     bias, its kernel set from the training data by :func:`whitening_kernel` and frozen by
-    the optimizer (32x32 -> 31x31), then ``act`` and a 2x2 max pool: ``[B, 15, 15, 24]``."""
+    the optimizer, then ``act``: ``[B, 32, 32, 3]`` -> ``[B, 31, 31, 24]``."""
     del train, norm
-    x = act(conv(WHITEN_WIDTH, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
-                 name="whiten")(x))
-    return max_pool(x, (2, 2), strides=(2, 2))
+    return act(conv(WHITEN_WIDTH, (WHITEN_PATCH, WHITEN_PATCH), padding="VALID",
+                    name="whiten")(x))
 
 
 def dense_head(pool: str = "avg", scale: float = 1.0) -> Head:
@@ -242,20 +243,23 @@ def dense_head(pool: str = "avg", scale: float = 1.0) -> Head:
 class BetterNet(nn.Module):
     """Problem 3 (see the module docstring for the design).
 
-    ``stem`` (:func:`conv_stem`: 3x3 conv + BN + ReLU at 32x32 and a 2x2 max pool, or
-    :func:`whitening_stem`) -> Inception to ``widths[0]`` -> stages of ``blocks[s]``
-    ResidualBlocks at width ``widths[s]`` (the first block of every stage after the first
-    halves the resolution with stride 2) -> ``head`` (:func:`dense_head`: global pooling
-    and a dense layer). ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
+    ``stem`` (:func:`conv_stem` or :func:`whitening_stem`) -> Inception to ``widths[0]``
+    -> stages of ``blocks[s]`` ResidualBlocks at width ``widths[s]`` -> ``head``
+    (:func:`dense_head`: global pooling and a dense layer). ``downsample`` says where the
+    resolution halves: ``"stride"``, a 2x2 max pool before the Inception module and stride
+    2 in the first block of every later stage; ``"pool"`` (airbench's compute-then-pool),
+    a 2x2 max pool after the Inception module and after the first (stride-1) block of every
+    later stage. ``[B, 32, 32, 3]`` -> ``[B, num_classes]``.
     """
 
     convolutional: ClassVar[bool] = True  # one step per device call on a CPU
 
     num_classes: int = 10
     widths: Sequence[int] = (64, 128, 256)
-    blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage (16x16, 8x8, 4x4)
+    blocks: Sequence[int] = (1, 1, 1)  # residual blocks per stage
     stem: Stem = conv_stem(32)
     head: Head = dense_head()
+    downsample: str = "stride"
     conv: ModuleDef = nn.Conv
     norm: ModuleDef = BatchNorm
     act: Activation = nn.relu
@@ -266,18 +270,30 @@ class BetterNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if len(self.widths) != len(self.blocks):
             raise ValueError(f"widths {self.widths} and blocks {self.blocks} differ in length")
+        if self.downsample not in ("stride", "pool"):
+            raise ValueError(f"downsample must be 'stride' or 'pool', got {self.downsample!r}")
+        pool = self.downsample == "pool"
+        def halve(y):
+            return self.max_pool(y, (2, 2), strides=(2, 2))
+
         conv = functools.partial(self.conv, dtype=self.dtype)
         ops = dict(conv=conv, norm=functools.partial(self.norm, dtype=self.dtype), act=self.act)
-        x = self.stem(x, train, max_pool=self.max_pool, **ops)        # [B, 16 or 15, .., C]
+        x = self.stem(x, train, **ops)                                 # [B, 32 or 31, .., C]
+        if not pool:
+            x = halve(x)                                               # [B, 16 or 15, .., C]
         w0 = self.widths[0]
         # Inception widths: half 3x3, a quarter 1x1, an eighth each 5x5 and pool branch.
         x = Inception(x.shape[-1], w0 // 4, w0 // 4, w0 // 2, w0 // 16, w0 // 8, w0 // 8,
                       max_pool=self.max_pool, **ops)(x, train)
+        if pool:
+            x = halve(x)
         c = w0
         for stage, (width, blocks) in enumerate(zip(self.widths, self.blocks)):
             for block in range(blocks):
-                stride = 2 if stage > 0 and block == 0 else 1
-                x = ResidualBlock(c, width, stride, **ops)(x, train)
+                first = stage > 0 and block == 0   # the block that halves the resolution
+                x = ResidualBlock(c, width, 2 if first and not pool else 1, **ops)(x, train)
+                if first and pool:
+                    x = halve(x)
                 c = width
         return self.head(x, self.num_classes, self.dtype)
 

@@ -205,9 +205,27 @@ def test_the_default_stem_and_head_keep_their_parameter_paths():
     assert params["Dense_0"]["bias"].shape == (10,)
 
 
-def test_a_record_of_compute_then_pool_stages_is_one_clear_error():
+def test_compute_then_pool_halves_after_the_inception_module_and_each_first_block():
+    """downsample="pool": Inception at the whitening stem's 31x31, then 15 -> 7 -> 3 with
+    stride-1 blocks, whose shortcut is the identity where the width stays."""
+    def net(downsample):
+        return BetterNet(widths=(16, 32, 32), blocks=(0, 1, 2), stem=whitening_stem,
+                         head=dense_head("max", 1 / 9), downsample=downsample)
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = init(net("pool"), x)
+    _, state = net("pool").apply(variables, x, capture_intermediates=True,
+                                 mutable=["intermediates"])
+    sizes = {k: v["__call__"][0].shape[1] for k, v in state["intermediates"].items()
+             if k != "__call__"}
+    assert sizes["Inception_0"] == 31
+    assert [sizes[f"ResidualBlock_{i}"] for i in range(3)] == [15, 7, 3]
+    assert "Conv_2" in variables["params"]["ResidualBlock_0"]        # 16 -> 32: projection
+    assert "Conv_2" not in variables["params"]["ResidualBlock_1"]    # 32 -> 32, stride 1
+    with pytest.raises(ValueError, match="downsample must be"):
+        init(net("avg"), x)
+
+
+def test_a_record_names_its_downsampling_and_older_records_build_the_stride_layout():
     from jaxhw.inference import build_model
-    with pytest.raises(ValueError, match="compute-then-pool.*docs/history.md"):
-        build_model("betternet", {"whiten": True, "downsample": "pool"})
-    # the stride layout's records (every cpu run) still build
-    assert build_model("betternet", {"downsample": "stride"}).widths == (64, 128, 256)
+    assert build_model("betternet", {"whiten": True, "downsample": "pool"}).downsample == "pool"
+    assert build_model("betternet", {}).downsample == "stride"
