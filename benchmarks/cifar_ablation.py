@@ -45,8 +45,8 @@ class Row:
 ROWS: dict[str, dict[str, Row]] = {
     "gpu": {
         "full": Row("the gpu preset as it is", ()),
-        "no_whiten": Row("3x3 conv + BN stem and a 2x2 pool instead of the frozen whitening "
-                         "stem", ("--no-whiten", "--stem", "32")),
+        "no_whiten": Row("a trained 3x3 conv + BN stem (32 filters) at 32x32 instead of the "
+                         "frozen whitening stem", ("--no-whiten", "--stem", "32")),
         "no_lookahead": Row("no lookahead weight averaging", ("--no-lookahead",)),
         "no_bn_bias_lr": Row("batch-norm biases at the base learning rate (not 64x)",
                              ("--bn-bias-lr", "1")),
@@ -62,10 +62,10 @@ ROWS: dict[str, dict[str, Row]] = {
         "bn_defaults": Row("PyTorch's batch-norm defaults (momentum 0.9 here, eps 1e-5, "
                            "learned scale)", ("--bn-momentum", "0.9", "--bn-eps", "1e-5",
                                               "--bn-scale")),
-        "no_block_15x15": Row("no ResidualBlock at 15x15 (0.59x the work per image)",
-                              ("--blocks", "0,1,1")),
-        "narrow": Row("widths 96,192,192 instead of 96,256,256 (faster, less accurate?)",
-                      ("--widths", "96,192,192")),
+        "stride_layout": Row("the stride layout: a 2x2 pool before the Inception module (96), "
+                             "a ResidualBlock at 15x15, stride-2 blocks to 8x8 and 4x4 (256)",
+                             ("--downsample", "stride", "--widths", "96,256,256",
+                              "--blocks", "1,1,1")),
         "float32": Row("float32 instead of bfloat16 (on a GPU)", ("--dtype", "float32")),
     },
     # The cpu preset: its size, epochs and label smoothing changed, each speed-run

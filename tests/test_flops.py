@@ -20,6 +20,7 @@ def test_flops_rows_and_the_airbench_reference(tmp_path):
     # SimpleCNN: 2 x (26*26*8*7*7*3 + 10*10*16*4*4*8 + 400*100 + 100*80 + 80*10) = 0.0021 G
     assert by[("cifar_simple_cnn", "default")] == pytest.approx(0.0021, rel=0.1)
     assert by[("cifar_inception", "cpu")] < by[("cifar_inception", "gpu")]
+    assert by[("cifar_inception", "gpu")] <= 1.03 * reference  # airbench94's work or less
 
 
 def test_an_unknown_experiment_is_one_line(capsys):

@@ -1,8 +1,8 @@
 """Every model's parameter and batch-norm trees, at initialisation, equal the ones recorded
 in ``param_trees.json``: the same paths, shapes and initial values. A change in how the
-modules are written that keeps these keeps every trained figure (run it with ``--write``
-through ``python -m tests.models.test_param_trees`` only when a change is meant to move
-them)."""
+modules are written that keeps these keeps every trained figure. ``python -m
+tests.models.test_param_trees --write NAME`` records a case again (no name: every case), only
+when a change is meant to move it."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ CASES = {
         act="relu", whiten=True, head_pool="avg", head_scale=1.0,
         head_bias=True), [(2, 32, 32, 3)]),
     "betternet_gpu_preset": ("betternet", dict(
+        conv="lax", stem=32, widths=[64, 128, 256], blocks=[0, 1, 2], downsample="pool",
+        bn=[0.6, 1e-12, False], act="gelu", whiten=True, head_pool="max", head_scale=1 / 9,
+        head_bias=False), [(2, 32, 32, 3)]),
+    "betternet_stride_layout": ("betternet", dict(
         conv="lax", stem=32, widths=[96, 256, 256], blocks=[1, 1, 1], bn=[0.6, 1e-12, False],
         act="gelu", whiten=True, head_pool="max", head_scale=1 / 9,
         head_bias=False), [(2, 32, 32, 3)]),
@@ -83,5 +87,10 @@ def test_parameter_trees_are_the_recorded_ones(name):
 
 
 if __name__ == "__main__" and "--write" in sys.argv:
-    RECORD.write_text(json.dumps(trees(), indent=1, sort_keys=True) + "\n")
-    print(f"wrote {RECORD}")
+    # --write [NAME ...]: record the named cases (default: all), keep the others' records
+    names = sys.argv[sys.argv.index("--write") + 1:] or list(CASES)
+    record = json.loads(RECORD.read_text()) if RECORD.exists() else {}
+    record = {k: v for k, v in record.items() if k in CASES}
+    record.update({name: tree(name) for name in names})
+    RECORD.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {', '.join(names)} to {RECORD}")
