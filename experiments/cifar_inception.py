@@ -185,8 +185,9 @@ def model_args(cfg: Config) -> dict:
     if cfg.model != "betternet":
         return {"conv": cfg.conv}
     return dict(conv=cfg.conv, stem=cfg.stem, widths=list(_ints(cfg.widths)),
-                blocks=list(_ints(cfg.blocks)), downsample=cfg.downsample, bn=[cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale],
-                act=cfg.act, whiten=cfg.whiten, head_pool=cfg.head_pool, head_scale=cfg.head_scale,
+                blocks=list(_ints(cfg.blocks)), downsample=cfg.downsample,
+                bn=[cfg.bn_momentum, cfg.bn_eps, cfg.bn_scale], act=cfg.act, whiten=cfg.whiten,
+                head_pool=cfg.head_pool, head_scale=cfg.head_scale,
                 head_bias=cfg.head_scale == 1.0)
 
 

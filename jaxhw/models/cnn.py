@@ -273,6 +273,7 @@ class BetterNet(nn.Module):
         if self.downsample not in ("stride", "pool"):
             raise ValueError(f"downsample must be 'stride' or 'pool', got {self.downsample!r}")
         pool = self.downsample == "pool"
+
         def halve(y):
             return self.max_pool(y, (2, 2), strides=(2, 2))
 
