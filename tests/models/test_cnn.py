@@ -199,8 +199,8 @@ def test_betternet_refuses_unknown_options():
 
 
 def test_the_default_stem_and_head_keep_their_parameter_paths():
-    params = init(BetterNet(stem=conv_stem(8), widths=(16, 16), blocks=(0, 1)),
-                  jnp.ones((1, 32, 32, 3)))["params"]
+    net = BetterNet(stem=conv_stem(8), widths=(16, 16), blocks=(0, 1))
+    params = jax.eval_shape(functools.partial(init, net), jnp.ones((1, 32, 32, 3)))["params"]
     assert params["ConvBN_0"]["Conv_0"]["kernel"].shape == (3, 3, 3, 8)
     assert params["Dense_0"]["bias"].shape == (10,)
 
@@ -211,10 +211,10 @@ def test_compute_then_pool_halves_after_the_inception_module_and_each_first_bloc
     def net(downsample):
         return BetterNet(widths=(16, 32, 32), blocks=(0, 1, 2), stem=whitening_stem,
                          head=dense_head("max", 1 / 9), downsample=downsample)
-    x = jnp.zeros((2, 32, 32, 3))
-    variables = init(net("pool"), x)
-    _, state = net("pool").apply(variables, x, capture_intermediates=True,
-                                 mutable=["intermediates"])
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)    # shapes only: traced, not run
+    variables = jax.eval_shape(functools.partial(init, net("pool")), x)
+    _, state = jax.eval_shape(functools.partial(
+        net("pool").apply, capture_intermediates=True, mutable=["intermediates"]), variables, x)
     sizes = {k: v["__call__"][0].shape[1] for k, v in state["intermediates"].items()
              if k != "__call__"}
     assert sizes["Inception_0"] == 31
@@ -222,7 +222,7 @@ def test_compute_then_pool_halves_after_the_inception_module_and_each_first_bloc
     assert "Conv_2" in variables["params"]["ResidualBlock_0"]        # 16 -> 32: projection
     assert "Conv_2" not in variables["params"]["ResidualBlock_1"]    # 32 -> 32, stride 1
     with pytest.raises(ValueError, match="downsample must be"):
-        init(net("avg"), x)
+        jax.eval_shape(functools.partial(init, net("avg")), x)
 
 
 def test_a_record_names_its_downsampling_and_older_records_build_the_stride_layout():
