@@ -9,7 +9,7 @@ residual blocks at 8x8 (96) and 4x4 (192); Nesterov SGD under a one-cycle schedu
 epochs; alternating flips and 2-pixel reflected translations; 50 test-time views at the end.
 gpu: an airbench94-style speed run at 0.96x airbench94's work per image (compute, then
 pool: Inception at 31x31, ResidualBlocks to 128 at 15x15 and to 256 at 7x7 and 3x3; batch
-1024, 10 epochs, GELU, lookahead, label smoothing 0.2, 64x lr on batch-norm biases, six
+1024, 12 epochs, GELU, lookahead, label smoothing 0.2, 64x lr on batch-norm biases, six
 test-time views, bfloat16 or float16).
 Every ingredient is a flag; ``python -m benchmarks.cifar_ablation`` switches each off.
 Results: docs/results.md.
@@ -157,7 +157,7 @@ PRESETS = {
         head_pool="max", head_scale=1 / 9,  # airbench's head: max pool, logits / 9
         act="gelu",
         bn_momentum=0.6, bn_eps=1e-12, bn_scale=False,  # fast-moving statistics, bias only
-        epochs=10, batch_size=1024,
+        epochs=12, batch_size=1024,  # airbench94 trains 9.9 epochs; 10 gave 93.58 % here
         # airbench: lr 11.5 per 1024 examples / (1 + 1 / (1 - momentum)) on a summed loss
         # = 1.5 on the mean loss; its weight decay 0.0153 per 1024 examples is an L2 of
         # 1.33e-3 of the mean loss on every parameter, and 1/64 of that on BN biases.

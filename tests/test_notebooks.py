@@ -138,7 +138,7 @@ GPU_ARGS = ["--model", "bert-base-uncased"]   # not used: BERT_ARGS is set
 @pytest.mark.parametrize("name, args, expected", [
     ("cifar_cnn", "BETTERNET_ARGS", ["GPU runtime", "widths [64, 128, 256]", "GELU",
                                      "residual blocks per stage [0, 1, 2]",
-                                     "test-time views: 6 (six)", "10 epochs of batch 1024"]),
+                                     "test-time views: 6 (six)", "12 epochs of batch 1024"]),
     ("vit", "VIT_ARGS", ["GPU runtime", "4x4 patches -> 49 tokens", "width 128, depth 6",
                          "8 heads", "25 epochs of batch 512"])])
 def test_on_a_gpu_runtime_the_page_describes_the_gpu_recipe(name, args, expected, tiny_data,
