@@ -403,7 +403,7 @@ def _train_one(name: str, cfg: RunConfig, plan: Plan, seed: int, ckpt: Checkpoin
     epochs = [] if cfg.evaluate else range(len(history) + 1, plan.epochs + 1)
     board = (TensorBoard(ckpt.directory, int(state.step), plan.learning_rate)
              if primary and epochs else None)
-    hooks = [*plan.hooks, *([board] if board is not None else [])]
+    hooks = list(plan.hooks) if board is None else [*plan.hooks, board]
     meta = {"config": dataclasses.asdict(cfg), "experiment": name, "predictor": plan.predictor}
     run_key = jax.random.key(seed)
     try:
